@@ -1,0 +1,241 @@
+//! Running one event through its chain.
+//!
+//! The whole chain and the ledger update are one `CALL pgchain.apply_event`,
+//! so they commit together in one round trip. This module calls it, retries
+//! what is worth retrying, and turns failures into errors that say which step
+//! failed and why.
+
+use crate::event::ChangeEvent;
+use crate::route::Route;
+use deadpool_postgres::Pool;
+use std::fmt;
+use std::time::Duration;
+use tokio_postgres::types::Json;
+use tokio_util::sync::CancellationToken;
+
+const APPLY: &str = "call pgchain.apply_event($1, $2, $3, $4, $5, $6, null)";
+
+/// What `pgchain.apply_event` reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    /// A step set `ev` to null: the chain ended early, the offset counts.
+    Filtered,
+    /// The offset was applied before (a redelivery); nothing ran.
+    Skipped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The database or the network; the same event will work later.
+    Transient,
+    /// A step raised `PGW01`: a row it depends on has not arrived yet.
+    DependencyMissing,
+    /// The event itself fails (constraint, a step's own `raise exception`).
+    Data,
+}
+
+/// A failed chain run, with what a user needs to find the cause.
+#[derive(Debug, Clone)]
+pub struct ChainError {
+    pub class: ErrorClass,
+    pub sqlstate: Option<String>,
+    /// The step that raised, when the error came from inside one.
+    pub step: Option<String>,
+    pub message: String,
+    pub detail: Option<String>,
+}
+
+impl fmt::Display for ChainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(step) = &self.step {
+            write!(f, "step {step}: ")?;
+        }
+        write!(f, "{}", self.message)?;
+        if let Some(code) = &self.sqlstate {
+            write!(f, " (SQLSTATE {code})")?;
+        }
+        if let Some(detail) = &self.detail {
+            write!(f, "; detail: {detail}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ChainError {}
+
+/// Runs the chain once: one transaction, one round trip.
+pub async fn apply_once(
+    pool: &Pool,
+    group: &str,
+    ev: &ChangeEvent,
+    route: &Route,
+) -> Result<Outcome, ChainError> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let stmt = client.prepare_cached(APPLY).await.map_err(|e| db_error(&e))?;
+    let json = ev.to_json();
+    let row = client
+        .query_one(
+            &stmt,
+            &[&group, &ev.kafka.topic, &ev.kafka.partition, &ev.kafka.offset, &route.steps, &Json(&json)],
+        )
+        .await
+        .map_err(|e| db_error(&e))?;
+    match row.get::<_, Option<&str>>(0) {
+        Some("applied") => Ok(Outcome::Applied),
+        Some("filtered") => Ok(Outcome::Filtered),
+        Some("skipped") => Ok(Outcome::Skipped),
+        other => Err(ChainError {
+            class: ErrorClass::Data,
+            sqlstate: None,
+            step: None,
+            message: format!("pgchain.apply_event returned {other:?}; is the pgchain schema migrated?"),
+            detail: None,
+        }),
+    }
+}
+
+/// Backoff between attempts: doubles from `initial` up to `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(30) }
+    }
+}
+
+/// Why [`apply`] gave up.
+#[derive(Debug)]
+pub enum Failure {
+    /// An error that retrying will not cure; the partition stops here.
+    Fatal(ChainError),
+    /// Shutdown or revocation came while waiting to retry; nothing was applied.
+    Interrupted,
+}
+
+/// Runs the chain, retrying transient errors (and, until parking exists,
+/// missing dependencies) with capped backoff for as long as `stop` allows.
+pub async fn apply(
+    pool: &Pool,
+    group: &str,
+    ev: &ChangeEvent,
+    route: &Route,
+    backoff: Backoff,
+    stop: &CancellationToken,
+) -> Result<Outcome, Failure> {
+    let mut delay = backoff.initial;
+    let mut attempt = 1u32;
+    loop {
+        let err = match apply_once(pool, group, ev, route).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(e) if e.class == ErrorClass::Data => return Err(Failure::Fatal(e)),
+            Err(e) => e,
+        };
+        tracing::warn!(
+            attempt,
+            retry_in_ms = delay.as_millis() as u64,
+            class = ?err.class,
+            "chain failed, retrying: {err}"
+        );
+        tokio::select! {
+            _ = stop.cancelled() => return Err(Failure::Interrupted),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(backoff.max);
+        attempt += 1;
+    }
+}
+
+/// SQLSTATEs that a retry can cure: connection trouble (class 08),
+/// serialization failure, deadlock, lock not available, shutdowns, and
+/// resource exhaustion (class 53).
+pub fn is_transient(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(code, "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03")
+}
+
+pub fn classify(code: &str) -> ErrorClass {
+    if is_transient(code) {
+        ErrorClass::Transient
+    } else if code == "PGW01" {
+        ErrorClass::DependencyMissing
+    } else {
+        ErrorClass::Data
+    }
+}
+
+fn db_error(e: &tokio_postgres::Error) -> ChainError {
+    match e.as_db_error() {
+        Some(db) => {
+            let code = db.code().code().to_string();
+            ChainError {
+                class: classify(&code),
+                step: db.where_().and_then(failing_step),
+                sqlstate: Some(code),
+                message: db.message().to_string(),
+                detail: db.detail().map(str::to_string),
+            }
+        }
+        // No server error: the connection broke or could not be used.
+        None => ChainError {
+            class: ErrorClass::Transient,
+            sqlstate: None,
+            step: None,
+            message: e.to_string(),
+            detail: None,
+        },
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> ChainError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => db_error(&e),
+        other => ChainError {
+            class: ErrorClass::Transient,
+            sqlstate: None,
+            step: None,
+            message: format!("no database connection: {other}"),
+            detail: None,
+        },
+    }
+}
+
+/// The step named in an error's CONTEXT: the `call schema.proc($1)` statement
+/// just inside `pgchain.apply_event`.
+pub fn failing_step(context: &str) -> Option<String> {
+    let lines: Vec<&str> = context.lines().collect();
+    let runner = lines.iter().position(|l| l.contains("function pgchain.apply_event("))?;
+    let stmt = lines[..runner].iter().rev().find(|l| l.starts_with("SQL statement \"call "))?;
+    let name = stmt.strip_prefix("SQL statement \"call ")?.split('(').next()?;
+    Some(name.replace('"', ""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_step_inside_the_runner() {
+        let ctx = "PL/pgSQL function l1.cleanse(jsonb) line 3 at RAISE\n\
+                   SQL statement \"call l1.cleanse($1)\"\n\
+                   PL/pgSQL function pgchain.apply_event(text,text,integer,bigint,text[],jsonb,text) line 30 at EXECUTE";
+        assert_eq!(failing_step(ctx).as_deref(), Some("l1.cleanse"));
+        assert_eq!(failing_step("PL/pgSQL function x() line 1 at RAISE"), None);
+    }
+
+    #[test]
+    fn classes_follow_sqlstate() {
+        for code in ["08006", "40001", "40P01", "55P03", "57P01", "53300"] {
+            assert_eq!(classify(code), ErrorClass::Transient, "{code}");
+        }
+        assert_eq!(classify("PGW01"), ErrorClass::DependencyMissing);
+        for code in ["23505", "P0001", "22P02", "42883"] {
+            assert_eq!(classify(code), ErrorClass::Data, "{code}");
+        }
+    }
+}

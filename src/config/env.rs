@@ -1,0 +1,104 @@
+//! `${VAR}` and `${VAR:-default}` in pipelines.yaml, filled from the
+//! environment before parsing. Comments are left alone, `$${` writes a literal
+//! `${`. Substitution never adds lines, so parser line numbers stay true.
+
+/// Returns the substituted text, or every unset variable as `(line, message)`.
+pub fn substitute(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, Vec<(usize, String)>> {
+    let mut out = String::with_capacity(text.len());
+    let mut problems = Vec::new();
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let (code, comment) = split_comment(line);
+        let mut rest = code;
+        while let Some(at) = rest.find('$') {
+            out.push_str(&rest[..at]);
+            let tail = &rest[at..];
+            if let Some(t) = tail.strip_prefix("$${") {
+                out.push_str("${");
+                rest = t;
+            } else if let Some(t) = tail.strip_prefix("${") {
+                let Some(end) = t.find('}') else {
+                    problems.push((i + 1, "`${` without a closing `}`".to_string()));
+                    out.push_str(tail);
+                    rest = "";
+                    continue;
+                };
+                let expr = &t[..end];
+                let (name, default) = match expr.split_once(":-") {
+                    Some((n, d)) => (n, Some(d)),
+                    None => (expr, None),
+                };
+                match (lookup(name).filter(|v| !v.is_empty()), default) {
+                    (Some(v), _) if v.contains('\n') => problems.push((
+                        i + 1,
+                        format!("environment variable `{name}` holds a line break"),
+                    )),
+                    (Some(v), _) => out.push_str(&v),
+                    (None, Some(d)) => out.push_str(d),
+                    (None, None) => problems.push((
+                        i + 1,
+                        format!(
+                            "environment variable `{name}` is not set (write ${{{name}:-default}} to give a default)"
+                        ),
+                    )),
+                }
+                rest = &t[end + 1..];
+            } else {
+                out.push('$');
+                rest = &tail[1..];
+            }
+        }
+        out.push_str(rest);
+        out.push_str(comment);
+    }
+    if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+/// Splits a YAML line at a `#` that starts a comment (line start or after
+/// white space, outside quotes).
+fn split_comment(line: &str) -> (&str, &str) {
+    let (mut single, mut double) = (false, false);
+    let mut prev = ' ';
+    for (i, c) in line.char_indices() {
+        match c {
+            '\'' if !double => single = !single,
+            '"' if !single && prev != '\\' => double = !double,
+            '#' if !single && !double && prev.is_whitespace() => return line.split_at(i),
+            _ => {}
+        }
+        prev = c;
+    }
+    (line, "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::substitute;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "BROKERS" => Some("k1:9092,k2:9092".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn fills_values_and_defaults() {
+        let text = "a: ${BROKERS}\nb: ${MISSING:-x:1}\nc: ${EMPTY:-d}\nd: $${LITERAL} $5\n";
+        assert_eq!(
+            substitute(text, env).unwrap(),
+            "a: k1:9092,k2:9092\nb: x:1\nc: d\nd: ${LITERAL} $5\n"
+        );
+    }
+
+    #[test]
+    fn leaves_comments_alone_and_names_unset_lines() {
+        assert_eq!(substitute("a: 1 # ${NOPE}\n", env).unwrap(), "a: 1 # ${NOPE}\n");
+        let problems = substitute("a: 1\nb: ${NOPE}\nc: '${ALSO}'\n", env).unwrap_err();
+        assert_eq!(problems.iter().map(|p| p.0).collect::<Vec<_>>(), vec![2, 3]);
+        assert!(problems[0].1.contains("`NOPE` is not set"));
+    }
+}

@@ -1,0 +1,296 @@
+//! `pipelines.yaml`: parse → validate, reporting every problem with file:line.
+//!
+//! Parsing fails fast on syntax and unknown keys (serde names the line);
+//! validation then checks the whole file and returns **all** problems at once.
+
+mod env;
+mod lines;
+
+pub use lines::LineIndex;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub postgres: PostgresConfig,
+    pub pipelines: IndexMap<String, Pipeline>,
+    /// The file this came from, for messages.
+    #[serde(skip)]
+    pub path: PathBuf,
+    #[serde(skip)]
+    pub lines: LineIndex,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// Passed to librdkafka as they are (`security.protocol`, `sasl.*`, …).
+    #[serde(default)]
+    pub options: IndexMap<String, serde_yaml::Value>,
+}
+
+fn default_group_id() -> String {
+    "pgchain".to_string()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    #[serde(default = "default_url")]
+    pub url: String,
+    /// Connections in the pool; each partition in flight holds one.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig { url: default_url(), pool_size: default_pool_size() }
+    }
+}
+
+pub fn default_url() -> String {
+    "postgres://postgres@127.0.0.1:5432/postgres".to_string()
+}
+
+fn default_pool_size() -> usize {
+    16
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Debezium,
+    Ogg,
+    Json,
+}
+
+/// What to do with a Kafka tombstone (null value after a delete).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Tombstones {
+    /// The delete event before it already carried the change.
+    #[default]
+    Skip,
+    /// Run the chain with `op: d`, the key and no rows.
+    Deliver,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    #[serde(default)]
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub topics: Vec<String>,
+    #[serde(default)]
+    pub format: Format,
+    /// Only events of this source table (`table` or `schema.table`).
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Key columns, for messages that do not carry their key.
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// `source.system` in the event; defaults to what the message says, or
+    /// the pipeline name.
+    #[serde(default)]
+    pub system: Option<String>,
+    #[serde(default)]
+    pub tombstones: Tombstones,
+    pub chain: Vec<String>,
+}
+
+impl Pipeline {
+    pub fn all_topics(&self) -> Vec<&str> {
+        self.topic.iter().chain(self.topics.iter()).map(String::as_str).collect()
+    }
+}
+
+/// Every problem found in a config file, each already carrying `file:line:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.problems.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads, substitutes `${VAR}`, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![format!("{}: cannot read: {e}", path.display())],
+        })?;
+        Config::from_text(&text, path, |name| std::env::var(name).ok())
+    }
+
+    pub fn from_text(
+        text: &str,
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = env::substitute(text, env).map_err(|p| ConfigError {
+            problems: p.into_iter().map(|(line, m)| format!("{file}:{line}: {m}")).collect(),
+        })?;
+        let mut config: Config = serde_yaml::from_str(&text).map_err(|e| ConfigError {
+            problems: vec![match e.location() {
+                Some(loc) => format!("{file}:{}: {}", loc.line(), strip_location(&e.to_string())),
+                None => format!("{file}: {e}"),
+            }],
+        })?;
+        config.path = path.to_path_buf();
+        config.lines = LineIndex::build(&text);
+        let problems = config.validate();
+        if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
+    }
+
+    /// `file:line: ` for a key path.
+    pub fn at(&self, path: &[&str]) -> String {
+        match self.lines.line(path) {
+            Some(line) => format!("{}:{line}: ", self.path.display()),
+            None => format!("{}: ", self.path.display()),
+        }
+    }
+
+    /// librdkafka options from `kafka.options`, as strings.
+    pub fn kafka_options(&self) -> Vec<(String, String)> {
+        self.kafka.options.iter().filter_map(|(k, v)| Some((k.clone(), scalar(v)?))).collect()
+    }
+
+    fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut problem = |path: &[&str], msg: String| problems.push(format!("{}{msg}", self.at(path)));
+        if self.kafka.brokers.trim().is_empty() {
+            problem(&["kafka", "brokers"], "`kafka.brokers` is empty".into());
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            problem(&["kafka", "group_id"], "`kafka.group_id` is empty".into());
+        }
+        for (k, v) in &self.kafka.options {
+            if scalar(v).is_none() {
+                problem(&["kafka", "options", k], format!("kafka option `{k}` must be a single value"));
+            }
+            if MANAGED_OPTIONS.contains(&k.as_str()) {
+                problem(&["kafka", "options", k], format!("kafka option `{k}` is set by pgchain itself (exactly-once depends on it)"));
+            }
+        }
+        if self.postgres.pool_size == 0 {
+            problem(&["postgres", "pool_size"], "`postgres.pool_size` must be at least 1".into());
+        }
+        if self.pipelines.is_empty() {
+            problem(&["pipelines"], "no pipelines are declared".into());
+        }
+        // (topic, table filter) → first pipeline that routes it; topic → format.
+        let mut routes: HashMap<(String, String), &str> = HashMap::new();
+        let mut formats: HashMap<&str, (Format, &str)> = HashMap::new();
+        for (name, p) in &self.pipelines {
+            fn at<'a>(name: &'a str, k: &'a str) -> [&'a str; 3] {
+                ["pipelines", name, k]
+            }
+            if !valid_pipeline_name(name) {
+                problem(&["pipelines", name], format!("pipeline name `{name}` may hold only letters, digits, `_`, `-` and `.`"));
+            }
+            let topics = p.all_topics();
+            if topics.is_empty() {
+                problem(&["pipelines", name], format!("pipeline `{name}` has no `topic` or `topics`"));
+            }
+            if p.chain.is_empty() {
+                problem(&at(name, "chain"), format!("pipeline `{name}` has an empty chain"));
+            }
+            for (i, step) in p.chain.iter().enumerate() {
+                if !valid_step_name(step) {
+                    let i = i.to_string();
+                    problem(
+                        &["pipelines", name, "chain", &i],
+                        format!("pipeline `{name}`: step `{step}` is not `schema.procedure` (lower-case letters, digits and `_`, each part at most 63 bytes)"),
+                    );
+                }
+            }
+            if p.format == Format::Json && p.key.is_empty() {
+                problem(&at(name, "format"), format!("pipeline `{name}`: format `json` needs `key:` (the key columns of the row)"));
+            }
+            if p.format == Format::Json && p.table.is_some() {
+                problem(&at(name, "table"), format!("pipeline `{name}`: format `json` carries no table name, so `table:` cannot filter it"));
+            }
+            if matches!(&p.table, Some(t) if t.trim().is_empty()) {
+                problem(&at(name, "table"), format!("pipeline `{name}`: `table` is empty"));
+            }
+            let filter = p.table.as_deref().unwrap_or("").to_lowercase();
+            for topic in topics {
+                if topic.trim().is_empty() {
+                    problem(&at(name, "topic"), format!("pipeline `{name}` names an empty topic"));
+                    continue;
+                }
+                if let Some(other) = routes.insert((topic.to_string(), filter.clone()), name) {
+                    let what = if filter.is_empty() { "every table".to_string() } else { format!("table `{filter}`") };
+                    problem(&["pipelines", name], format!("pipelines `{other}` and `{name}` both route topic `{topic}` ({what})"));
+                }
+                match formats.get(topic) {
+                    Some((f, other)) if *f != p.format => problem(
+                        &at(name, "format"),
+                        format!("topic `{topic}` is read as {:?} by pipeline `{other}` and as {:?} by `{name}`; one topic has one format", f, p.format),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        formats.insert(topic, (p.format, name));
+                    }
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// Options whose value pgchain's delivery guarantee relies on.
+const MANAGED_OPTIONS: &[&str] =
+    &["bootstrap.servers", "group.id", "enable.auto.offset.store", "enable.auto.commit"];
+
+fn scalar(v: &serde_yaml::Value) -> Option<String> {
+    match v {
+        serde_yaml::Value::String(s) => Some(s.clone()),
+        serde_yaml::Value::Number(n) => Some(n.to_string()),
+        serde_yaml::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn valid_pipeline_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// `schema.procedure`, each an unquoted lower-case PostgreSQL identifier.
+pub fn valid_step_name(step: &str) -> bool {
+    let ident = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    matches!(step.split_once('.'), Some((schema, proc)) if ident(schema) && ident(proc))
+}
+
+/// serde_yaml appends " at line L column C"; the prefix already says where.
+fn strip_location(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}

@@ -1,0 +1,142 @@
+//! PostgreSQL: the connection pool, migrations, and the checks that the
+//! database can run the configured chains.
+
+use crate::config::Config;
+use anyhow::Context;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::path::Path;
+use tokio_postgres::NoTls;
+
+pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
+    let pg: tokio_postgres::Config =
+        url.parse().with_context(|| format!("invalid PostgreSQL URL {}", redact_url(url)))?;
+    let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Ok(Pool::builder(manager).max_size(size).runtime(Runtime::Tokio1).build()?)
+}
+
+/// One connection outside the pool (migrations, admin work).
+pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .with_context(|| format!("cannot connect to {}", redact_url(url)))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("connection closed: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// The URL with its password replaced, fit for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+            format!("{}{masked}{}", &url[..scheme_end + 3], &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Applies the refinery migrations in `dir`; returns the names applied now.
+/// Aborts when an applied migration's file changed or disappeared.
+pub async fn migrate(url: &str, dir: &Path) -> anyhow::Result<Vec<String>> {
+    let migrations = refinery::load_sql_migrations(dir)
+        .with_context(|| format!("cannot read migrations in {}", dir.display()))?;
+    let mut client = connect(url).await?;
+    let report = refinery::Runner::new(&migrations)
+        .set_abort_divergent(true)
+        .set_abort_missing(true)
+        .run_async(&mut client)
+        .await
+        .context("migration failed")?;
+    Ok(report.applied_migrations().iter().map(|m| m.to_string()).collect())
+}
+
+/// Checks that every step exists as a procedure taking one `inout jsonb`, and
+/// that pgchain's own schema is migrated. Returns every problem found.
+pub async fn check(config: &Config, client: &tokio_postgres::Client) -> anyhow::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let runner = client
+        .query_opt("select to_regprocedure('pgchain.apply_event(text,text,integer,bigint,text[],jsonb,text)')::text", &[])
+        .await?
+        .and_then(|r| r.get::<_, Option<String>>(0));
+    if runner.is_none() {
+        problems.push("the database has no pgchain schema: run `pgchain migrate`".to_string());
+    }
+    let steps: Vec<String> =
+        config.pipelines.values().flat_map(|p| p.chain.iter().cloned()).collect();
+    let rows = client
+        .query(
+            "select n.nspname || '.' || p.proname,
+                    p.prokind = 'p' and p.pronargs = 1 and p.proargtypes[0] = 'jsonb'::regtype
+                      and p.proargmodes = array['b']::\"char\"[],
+                    format('%s %s(%s)', case p.prokind when 'p' then 'procedure' else 'function' end,
+                           p.oid::regproc, pg_get_function_arguments(p.oid))
+               from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+              where n.nspname || '.' || p.proname = any($1)",
+            &[&steps],
+        )
+        .await?;
+    for (name, p) in &config.pipelines {
+        for (i, step) in p.chain.iter().enumerate() {
+            let found: Vec<_> = rows.iter().filter(|r| r.get::<_, String>(0) == *step).collect();
+            let at = config.at(&["pipelines", name, "chain", &i.to_string()]);
+            if found.is_empty() {
+                problems.push(format!("{at}pipeline `{name}`: step `{step}` does not exist in the database"));
+            } else if !found.iter().any(|r| r.get::<_, bool>(1)) {
+                let seen: Vec<String> = found.iter().map(|r| r.get(2)).collect();
+                problems.push(format!(
+                    "{at}pipeline `{name}`: step `{step}` must be a procedure taking one `inout ev jsonb`; found {}",
+                    seen.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(redact_url("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
+        assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(redact_url("postgres://a:p@ss@db/x?sslmode=require"), "postgres://a:***@db/x?sslmode=require");
+        assert_eq!(redact_url("host=db user=app"), "host=db user=app");
+    }
+}
+
+/// The same server URL with another database name.
+pub fn with_database(url: &str, database: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        let (authority, tail) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let query = tail.find('?').map(|i| &tail[i..]).unwrap_or("");
+        format!("{}{authority}/{database}{query}", &url[..scheme_end + 3])
+    } else {
+        format!("{url} dbname={database}")
+    }
+}
+
+/// Drops and creates `database` on the server of `url`; returns its URL.
+pub async fn recreate_database(url: &str, database: &str) -> anyhow::Result<String> {
+    let admin = connect(url).await?;
+    let ident = database.replace('"', "\"\"");
+    admin.batch_execute(&format!("drop database if exists \"{ident}\" with (force)")).await?;
+    admin.batch_execute(&format!("create database \"{ident}\"")).await?;
+    Ok(with_database(url, database))
+}

@@ -1,0 +1,88 @@
+//! Debezium JSON (JsonConverter), with or without `schemas.enable`.
+
+use super::{err, kind, object_or_null, parse_json, scalar_text, Change, DecodeError, Decoded};
+use crate::event::{Op, Source};
+use serde_json::{Map, Value};
+
+pub(super) fn decode(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Result<Decoded, DecodeError> {
+    let key = match key {
+        Some(bytes) => message_key(bytes)?,
+        None => None,
+    };
+    let payload = match value {
+        None => None,
+        Some(bytes) => unwrap_payload(parse_json(bytes, "the message value")?),
+    };
+    let Some(payload) = payload else {
+        return match key {
+            Some(key) => Ok(Decoded::Tombstone { key }),
+            None => err("the message has neither a key nor a value"),
+        };
+    };
+    let Value::Object(payload) = payload else {
+        return err(format!("the Debezium payload must be an object, found {}", kind(&payload)));
+    };
+    let op = match payload.get("op").and_then(Value::as_str) {
+        Some("c") => Op::Create,
+        Some("u") => Op::Update,
+        Some("d") => Op::Delete,
+        Some("r") => Op::Read,
+        Some("t") => Op::Truncate,
+        Some(other) => return err(format!("unknown Debezium op `{other}`")),
+        None => return err("the Debezium payload has no `op`"),
+    };
+    let before = object_or_null(payload.get("before"), "before")?;
+    let after = object_or_null(payload.get("after"), "after")?;
+    match op {
+        Op::Create | Op::Read | Op::Update if after.is_none() => {
+            return err(format!("op `{}` without an `after` row", op.as_str()));
+        }
+        _ => {}
+    }
+    let source = source(&payload);
+    Ok(Decoded::Change(Change { op, key, before, after, source }))
+}
+
+/// The message key as a column map, unwrapping `{"schema":…,"payload":…}`.
+fn message_key(bytes: &[u8]) -> Result<Option<Map<String, Value>>, DecodeError> {
+    match unwrap_payload(parse_json(bytes, "the message key")?) {
+        None => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(other) => err(format!("the Debezium key must be an object, found {}", kind(&other))),
+    }
+}
+
+fn unwrap_payload(v: Value) -> Option<Value> {
+    match v {
+        Value::Null => None,
+        Value::Object(mut m) if m.contains_key("schema") && m.contains_key("payload") => {
+            match m.remove("payload") {
+                Some(Value::Null) | None => None,
+                Some(p) => Some(p),
+            }
+        }
+        other => Some(other),
+    }
+}
+
+fn source(payload: &Map<String, Value>) -> Source {
+    let src = payload.get("source").and_then(Value::as_object);
+    let get = |f: &str| src.and_then(|s| scalar_text(s.get(f)));
+    let system = get("name").unwrap_or_default();
+    // PostgreSQL and Oracle name a schema; MySQL only a database.
+    let schema = get("schema").or_else(|| get("db"));
+    let ts_ms = src
+        .and_then(|s| s.get("ts_ms"))
+        .or_else(|| payload.get("ts_ms"))
+        .and_then(Value::as_i64);
+    let position = get("lsn")
+        .or_else(|| get("scn"))
+        .or_else(|| match (get("file"), get("pos")) {
+            (Some(file), Some(pos)) => Some(format!("{file}:{pos}")),
+            _ => None,
+        });
+    Source { system, schema, table: get("table"), ts_ms, position }
+}

@@ -1,0 +1,118 @@
+//! Decoding Kafka messages into [`ChangeEvent`]s.
+//!
+//! One decoder per CDC format: Debezium JSON (with or without the
+//! `schema`/`payload` wrapper), Oracle GoldenGate's op-modelled JSON, and plain
+//! JSON rows with configured key columns. Decoders see only the message bytes;
+//! the Kafka coordinates and pipeline name are filled in by the caller.
+
+mod debezium;
+mod json;
+mod ogg;
+
+use crate::config::Format;
+use crate::event::{Op, Source};
+use serde_json::{Map, Value};
+
+/// What a decoder makes of one message, before routing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Change(Change),
+    /// A Kafka tombstone (null value) that follows a delete for compaction.
+    Tombstone { key: Map<String, Value> },
+}
+
+/// A decoded change without Kafka coordinates and pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub op: Op,
+    /// `None` when the message does not carry its key; the router then takes
+    /// it from the row with the pipeline's `key:` columns.
+    pub key: Option<Map<String, Value>>,
+    pub before: Option<Map<String, Value>>,
+    pub after: Option<Map<String, Value>>,
+    pub source: Source,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
+
+pub(crate) fn err<T>(msg: impl Into<String>) -> Result<T, DecodeError> {
+    Err(DecodeError(msg.into()))
+}
+
+/// Settings a decoder needs from the pipeline that consumes a topic.
+#[derive(Debug, Clone, Default)]
+pub struct DecodeOptions {
+    /// Key columns of plain JSON rows.
+    pub key_fields: Vec<String>,
+}
+
+pub fn decode(
+    format: Format,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    opts: &DecodeOptions,
+) -> Result<Decoded, DecodeError> {
+    match format {
+        Format::Debezium => debezium::decode(key, value),
+        Format::Ogg => ogg::decode(value),
+        Format::Json => json::decode(key, value, opts),
+    }
+}
+
+pub(crate) fn parse_json(bytes: &[u8], what: &str) -> Result<Value, DecodeError> {
+    serde_json::from_slice(bytes).map_err(|e| DecodeError(format!("{what} is not valid JSON: {e}")))
+}
+
+/// A JSON object or null; anything else is an error naming `field`.
+pub(crate) fn object_or_null(
+    v: Option<&Value>,
+    field: &str,
+) -> Result<Option<Map<String, Value>>, DecodeError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m.clone())),
+        Some(other) => err(format!("`{field}` must be an object or null, found {}", kind(other))),
+    }
+}
+
+/// Picks `fields` out of a row, failing when one is missing.
+pub(crate) fn key_from_row(
+    row: &Map<String, Value>,
+    fields: &[String],
+) -> Result<Map<String, Value>, DecodeError> {
+    let mut key = Map::new();
+    for f in fields {
+        match row.get(f) {
+            Some(v) => {
+                key.insert(f.clone(), v.clone());
+            }
+            None => return err(format!("key column `{f}` is missing from the row")),
+        }
+    }
+    Ok(key)
+}
+
+pub(crate) fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A JSON scalar as text (positions come as numbers or strings).
+pub(crate) fn scalar_text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+//! `pgchain demo`: the customer example end to end on librdkafka's mock
+//! cluster (in process) and the local PostgreSQL, in its own database.
+
+use crate::config::Config;
+use crate::dispatcher::Dispatcher;
+use crate::kafka::{self, Record};
+use anyhow::Context;
+use rdkafka::mocking::MockCluster;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// People in the sample data; each yields several change events.
+    #[arg(long, default_value_t = 500)]
+    pub people: usize,
+    /// Server URL; the demo works in its own database `--database` there.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub database_url: String,
+    #[arg(long, default_value = "pgchain_demo")]
+    pub database: String,
+    #[arg(short, long, default_value = "pipelines.yaml")]
+    pub config: PathBuf,
+    #[arg(long, default_value = "sql/migrations")]
+    pub migrations: PathBuf,
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let url = crate::db::recreate_database(&args.database_url, &args.database).await?;
+    let applied = crate::db::migrate(&url, &args.migrations).await?;
+    println!("database {}: {} migration(s) applied", args.database, applied.len());
+
+    let cluster = MockCluster::new(3).context("cannot start the embedded Kafka")?;
+    let brokers = cluster.bootstrap_servers();
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("cannot read {}", args.config.display()))?;
+    let config = Config::from_text(&text, &args.config, |name| match name {
+        "KAFKA_BROKERS" => Some(brokers.clone()),
+        "DATABASE_URL" => Some(url.clone()),
+        other => std::env::var(other).ok(),
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let topics: Vec<String> = {
+        let mut t: Vec<String> = config.pipelines.values().flat_map(|p| p.all_topics()).map(String::from).collect();
+        t.sort();
+        t.dedup();
+        t
+    };
+    for t in &topics {
+        cluster.create_topic(t, 3, 1).with_context(|| format!("cannot create topic {t}"))?;
+    }
+
+    let records = sample_events(args.people);
+    println!("embedded Kafka at {brokers}: producing {} change events to {}", records.len(), topics.join(", "));
+    {
+        let b = brokers.clone();
+        tokio::task::spawn_blocking(move || kafka::produce(&b, &records)).await??;
+    }
+
+    let started = Instant::now();
+    let dispatcher = Dispatcher::new(config)?;
+    let stats = dispatcher.stats();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let watch = tokio::spawn(kafka::drained(stats.clone(), brokers.clone(), topics.clone(), Duration::from_secs(300)));
+    let run = tokio::spawn(dispatcher.run(async {
+        let _ = done_rx.await;
+    }));
+    let drained = watch.await?;
+    let elapsed = started.elapsed();
+    let _ = done_tx.send(());
+    run.await??;
+    drained?;
+
+    print_summary(&url, &stats.snapshot(), elapsed).await?;
+    drop(cluster);
+    Ok(())
+}
+
+async fn print_summary(url: &str, snap: &crate::stats::Snapshot, elapsed: Duration) -> anyhow::Result<()> {
+    println!("\n{:<18} {:>8} {:>10} {:>9} {:>11}", "pipeline", "applied", "tombstone", "filtered", "redelivered");
+    let mut total = 0;
+    for (name, c) in &snap.pipelines {
+        println!("{:<18} {:>8} {:>10} {:>9} {:>11}", name, c.applied, c.tombstones, c.filtered, c.already_applied);
+        total += c.applied + c.tombstones + c.filtered + c.already_applied;
+    }
+    let client = crate::db::connect(url).await?;
+    println!("\n{:<24} {:>6}", "table", "rows");
+    for table in ["l0.sales_customer", "l0.options_member", "l0.crm_contact", "l1.member_union"] {
+        let n: i64 = client.query_one(&format!("select count(*) from {table}"), &[]).await?.get(0);
+        println!("{table:<24} {n:>6}");
+    }
+    let secs = elapsed.as_secs_f64();
+    println!("\n{total} events in {secs:.2} s ({:.0} events/s)", total as f64 / secs.max(1e-9));
+    Ok(())
+}
+
+/// A small deterministic generator (no randomness crate needed for a demo).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+const SURNAMES: &[&str] = &["Kim", "Lee", "Park", "Choi", "Jung", "Kang", "Cho", "Yoon"];
+const GIVEN: &[&str] = &["Minjun", "Seoyeon", "Jiwoo", "Hayoon", "Dohyun", "Jiho", "Sua", "Yejun"];
+
+/// Change events of three systems: sales (Debezium, plain JSON), options
+/// (Debezium with the schema/payload envelope) and the CRM (GoldenGate).
+/// Each person is inserted; about a third get updated twice, a tenth deleted.
+pub fn sample_events(people: usize) -> Vec<Record> {
+    let mut rng = Lcg(42);
+    let mut out = Vec::new();
+    let mut ts: i64 = 1_767_225_600_000;
+    for id in 1..=people as i64 {
+        let name = format!("{} {}", SURNAMES[rng.next(8) as usize], GIVEN[rng.next(8) as usize]);
+        let phone = format!("010-{:04}-{:04}", rng.next(10_000), rng.next(10_000));
+        let email = format!(" {}.{id}@Example.COM ", name.replace(' ', ".").to_lowercase());
+        let system = id % 3;
+        let mut row = json!({"name": name, "phone": phone, "email": email});
+        ts += 1000;
+        out.push(event(system, id, "c", None, Some(&row), ts));
+        if rng.next(3) == 0 {
+            for _ in 0..2 {
+                let before = row.clone();
+                row["phone"] = json!(format!("+82 10-{:04}-{:04}", rng.next(10_000), rng.next(10_000)));
+                ts += 1000;
+                out.push(event(system, id, "u", Some(&before), Some(&row), ts));
+            }
+        }
+        if rng.next(10) == 0 {
+            ts += 1000;
+            out.push(event(system, id, "d", Some(&row), None, ts));
+            if system != 2 {
+                out.push(Record { topic: topic(system).into(), key: Some(debezium_key(system, id)), value: None });
+            }
+        }
+    }
+    out
+}
+
+fn topic(system: i64) -> &'static str {
+    match system {
+        0 => "sales.public.customer",
+        1 => "options.public.member",
+        _ => "crm.contact",
+    }
+}
+
+fn debezium_key(system: i64, id: i64) -> Vec<u8> {
+    let key = if system == 0 {
+        json!({"id": id})
+    } else {
+        json!({"schema": {"type": "struct", "fields": [{"field": "member_no", "type": "string"}]},
+               "payload": {"member_no": format!("M{id:06}")}})
+    };
+    key.to_string().into_bytes()
+}
+
+fn event(system: i64, id: i64, op: &str, before: Option<&Value>, after: Option<&Value>, ts: i64) -> Record {
+    let value = match system {
+        0 => {
+            let row = |r: &Value| json!({"id": id, "name": r["name"], "phone": r["phone"], "email": r["email"]});
+            json!({"before": before.map(row), "after": after.map(row), "op": op, "ts_ms": ts + 5,
+                   "source": {"connector": "postgresql", "name": "sales", "db": "sales", "schema": "public",
+                              "table": "customer", "ts_ms": ts, "lsn": ts * 8}})
+        }
+        1 => {
+            let row = |r: &Value| json!({"member_no": format!("M{id:06}"), "full_name": r["name"],
+                                          "mobile": r["phone"], "email_addr": r["email"]});
+            json!({"schema": {"type": "struct", "name": "options.public.member.Envelope"},
+                   "payload": {"before": before.map(row), "after": after.map(row), "op": op, "ts_ms": ts + 5,
+                               "source": {"connector": "postgresql", "name": "options", "db": "options",
+                                          "schema": "public", "table": "member", "ts_ms": ts, "lsn": ts * 8}}})
+        }
+        _ => {
+            let row = |r: &Value| {
+                let name = r["name"].as_str().unwrap_or("");
+                let (last, first) = name.split_once(' ').unwrap_or((name, ""));
+                json!({"CONTACT_ID": id, "FIRST_NAME": first, "LAST_NAME": last,
+                       "PHONE": r["phone"], "EMAIL": r["email"]})
+            };
+            let op_type = match op { "c" => "I", "u" => "U", _ => "D" };
+            let secs = ts / 1000;
+            let op_ts = chrono::DateTime::from_timestamp(secs, 0)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S%.6f").to_string())
+                .unwrap_or_default();
+            let mut v = json!({"table": "CRM.CONTACT", "op_type": op_type, "op_ts": op_ts,
+                               "pos": format!("{:020}", ts), "primary_keys": ["CONTACT_ID"]});
+            if let Some(b) = before { v["before"] = row(b); }
+            if let Some(a) = after { v["after"] = row(a); }
+            v
+        }
+    };
+    let key = if system == 2 { Some(id.to_string().into_bytes()) } else { Some(debezium_key(system, id)) };
+    Record { topic: topic(system).into(), key, value: Some(value.to_string().into_bytes()) }
+}

@@ -1,0 +1,108 @@
+//! `Dispatcher`: config in, chains run, until `shutdown` resolves.
+
+use crate::chain::Backoff;
+use crate::config::Config;
+use crate::consume::{commit_sync, ChainConsumer, ChainContext, Shared};
+use crate::route::Router;
+use crate::stats::Stats;
+use anyhow::Context;
+use rdkafka::consumer::Consumer;
+use rdkafka::ClientConfig;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub struct Dispatcher {
+    config: Config,
+    shared: Arc<Shared>,
+}
+
+impl Dispatcher {
+    /// Builds the dispatcher; call from inside a multi-threaded tokio runtime.
+    pub fn new(config: Config) -> anyhow::Result<Dispatcher> {
+        let pool = crate::db::pool(&config.postgres.url, config.postgres.pool_size)?;
+        let shared = Arc::new(Shared {
+            handle: tokio::runtime::Handle::current(),
+            pool,
+            router: Arc::new(Router::new(&config)),
+            group: config.kafka.group_id.clone(),
+            stats: Stats::default(),
+            backoff: Backoff::default(),
+        });
+        Ok(Dispatcher { config, shared })
+    }
+
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        Arc::get_mut(&mut self.shared).expect("not running yet").backoff = backoff;
+        self
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.shared.stats.clone()
+    }
+
+    /// Consumes until `shutdown` resolves, then finishes the chains in flight,
+    /// commits the offsets and leaves the group.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let consumer = Arc::new(self.consumer()?);
+        consumer.context().attach(&consumer);
+        let topics = self.shared.router.topics();
+        let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topic_refs).context("cannot subscribe")?;
+        tracing::info!(group = self.config.kafka.group_id, topics = ?topics, "consuming");
+
+        let stop = CancellationToken::new();
+        let poller = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("pgchain-poll".into())
+                .spawn(move || poll_until(consumer, stop))
+                .context("cannot start the poll thread")?
+        };
+        shutdown.await;
+        tracing::info!("shutting down: finishing the chains in flight");
+        stop.cancel();
+        tokio::task::spawn_blocking(move || poller.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the poll thread panicked"))?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    fn consumer(&self) -> anyhow::Result<ChainConsumer> {
+        let mut cc = ClientConfig::new();
+        cc.set("auto.offset.reset", "earliest");
+        for (k, v) in self.config.kafka_options() {
+            cc.set(k, v);
+        }
+        cc.set("bootstrap.servers", &self.config.kafka.brokers)
+            .set("group.id", &self.config.kafka.group_id)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false");
+        cc.create_with_context(ChainContext::new(self.shared.clone()))
+            .context("cannot create the Kafka consumer")
+    }
+}
+
+/// The poll thread: serves rebalances until stopped, then drains and closes.
+fn poll_until(consumer: Arc<ChainConsumer>, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => {
+                // Partitions are split before assignment, so this is a bug.
+                tracing::error!(
+                    topic = rdkafka::Message::topic(&m),
+                    partition = rdkafka::Message::partition(&m),
+                    "message on the main queue; it will be consumed again after a restart"
+                );
+            }
+            Some(Err(e)) => tracing::warn!("kafka: {e}"),
+        }
+    }
+    consumer.context().stop_workers(None);
+    commit_sync(&consumer);
+    // Dropping the last handle leaves the group (serving the final revoke).
+    drop(consumer);
+}

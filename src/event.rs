@@ -1,0 +1,75 @@
+//! `ChangeEvent`: one row change, the same shape whatever CDC tool produced it.
+//!
+//! This is the JSON every step procedure receives as its `inout ev jsonb`
+//! (see the step contract in the README).
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// The kind of change, in Debezium's one-letter vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Op {
+    #[serde(rename = "c")]
+    Create,
+    #[serde(rename = "u")]
+    Update,
+    #[serde(rename = "d")]
+    Delete,
+    /// A snapshot read, or a whole-row state without a known kind of change.
+    #[serde(rename = "r")]
+    Read,
+    #[serde(rename = "t")]
+    Truncate,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+            Op::Truncate => "t",
+        }
+    }
+}
+
+/// Where the change happened in the source system.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Source {
+    pub system: String,
+    pub schema: Option<String>,
+    pub table: Option<String>,
+    /// Change time at the source, milliseconds since the epoch.
+    pub ts_ms: Option<i64>,
+    /// The source's own log position (LSN, SCN, trail position), as text so it
+    /// compares the same way whatever the tool.
+    pub position: Option<String>,
+}
+
+/// Where the change came from in Kafka.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KafkaCoords {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChangeEvent {
+    pub op: Op,
+    /// Primary-key columns of the row; empty only for truncate.
+    pub key: Map<String, Value>,
+    pub before: Option<Map<String, Value>>,
+    pub after: Option<Map<String, Value>>,
+    pub source: Source,
+    pub kafka: KafkaCoords,
+    pub pipeline: String,
+}
+
+impl ChangeEvent {
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("a ChangeEvent always serialises")
+    }
+}

@@ -1,0 +1,87 @@
+//! Small Kafka helpers for the demo, the benchmark and tests: producing
+//! records and reading high watermarks to know when topics are drained.
+
+use crate::stats::Stats;
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// One record to produce; `None` value is a tombstone.
+pub struct Record {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Produces `records` in order (per key, each lands in its key's partition)
+/// and waits until the brokers have them all.
+pub fn produce(brokers: &str, records: &[Record]) -> anyhow::Result<()> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .context("cannot create a producer")?;
+    for r in records {
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&r.topic);
+        if let Some(k) = &r.key {
+            rec = rec.key(k.as_slice());
+        }
+        if let Some(v) = &r.value {
+            rec = rec.payload(v.as_slice());
+        }
+        let mut rec = rec;
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((e, back)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                    producer.poll(Duration::from_millis(10));
+                    rec = back;
+                }
+                Err((e, _)) => return Err(e).context("cannot produce"),
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).context("producer flush")?;
+    Ok(())
+}
+
+/// High watermark (next offset to be written) of every partition of `topics`.
+pub fn high_watermarks(brokers: &str, topics: &[String]) -> anyhow::Result<HashMap<(String, i32), i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .context("cannot create a metadata client")?;
+    let mut out = HashMap::new();
+    for topic in topics {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        for t in md.topics() {
+            for p in t.partitions() {
+                let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+                out.insert((topic.clone(), p.id()), high);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves once the dispatcher has processed everything now in `topics`
+/// (or after `timeout`, with an error).
+pub async fn drained(stats: Stats, brokers: String, topics: Vec<String>, timeout: Duration) -> anyhow::Result<()> {
+    let marks = {
+        let (b, t) = (brokers.clone(), topics.clone());
+        tokio::task::spawn_blocking(move || high_watermarks(&b, &t)).await??
+    };
+    let start = Instant::now();
+    while !stats.caught_up(&marks) {
+        if start.elapsed() > timeout {
+            anyhow::bail!("topics not drained after {timeout:?}: {:?}", stats.snapshot().stuck);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! pgchain: runs an ordered chain of PostgreSQL procedures for every CDC
+//! change event on Kafka, with exactly-once effects.
+//!
+//! - [`config`]: `pipelines.yaml`, validated with file:line errors.
+//! - [`decode`]: Debezium, GoldenGate and plain JSON into [`event::ChangeEvent`].
+//! - [`route`]: which pipeline's chain runs for a message.
+//! - [`chain`]: one chain run = one `CALL pgchain.apply_event` transaction.
+//! - [`consume`]: the Kafka consumer, partition workers, offsets.
+//! - [`dispatcher`]: puts them together until shutdown.
+//! - [`db`]: the pool, migrations and `check`.
+//! - [`stats`]: counts and progress, for the demo and the drain check.
+//! - [`kafka`]: small Kafka helpers (watermarks, producing) for demo and bench.
+//! - [`demo`], [`bench`]: the two self-contained commands.
+
+pub mod bench;
+pub mod chain;
+pub mod config;
+pub mod consume;
+pub mod db;
+pub mod decode;
+pub mod demo;
+pub mod dispatcher;
+pub mod event;
+pub mod kafka;
+pub mod route;
+pub mod stats;

@@ -1,0 +1,150 @@
+//! The `pgchain` command line: parse, set up logging and shutdown, call the library.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use pgchain::config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "pgchain", version, about = "Runs chains of PostgreSQL procedures for CDC events on Kafka")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "human", env = "PGCHAIN_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the dispatcher until SIGINT or SIGTERM.
+    Run {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+    },
+    /// Validate pipelines.yaml and, unless --no-db, the database it names.
+    Check {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        /// Check the file only.
+        #[arg(long)]
+        no_db: bool,
+    },
+    /// Apply the refinery migrations in sql/migrations.
+    Migrate {
+        /// Database URL; defaults to postgres.url of the config file.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        #[arg(long, default_value = "sql/migrations")]
+        migrations: PathBuf,
+    },
+    /// The whole flow on an embedded Kafka and the local PostgreSQL.
+    Demo(pgchain::demo::DemoArgs),
+    /// Throughput and latency, against the direct-SQL limit.
+    Bench(pgchain::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { config } => {
+            let config = load(&config)?;
+            let dispatcher = pgchain::dispatcher::Dispatcher::new(config)?;
+            dispatcher.run(shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config, no_db } => check(&config, no_db).await,
+        Command::Migrate { database_url, config, migrations } => {
+            let url = match database_url {
+                Some(url) => url,
+                None => load(&config)?.postgres.url,
+            };
+            let applied = pgchain::db::migrate(&url, &migrations).await?;
+            println!("applied {} migration(s){}", applied.len(), list(&applied));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => pgchain::demo::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => pgchain::bench::run(args).await.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn check(path: &std::path::Path, no_db: bool) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            for p in &e.problems {
+                println!("{p}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let problems = if no_db {
+        Vec::new()
+    } else {
+        let client = pgchain::db::connect(&config.postgres.url).await?;
+        pgchain::db::check(&config, &client).await?
+    };
+    for p in &problems {
+        println!("{p}");
+    }
+    if problems.is_empty() {
+        println!("{}: {} pipeline(s) ok", path.display(), config.pipelines.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,194 @@
+//! Routing: which pipeline's chain runs for a message.
+//!
+//! A topic has one format; several pipelines may share a topic when each
+//! filters on a different source table (GoldenGate often writes many tables to
+//! one topic). A pipeline with a table filter wins over one without.
+
+use crate::config::{Config, Format, Tombstones};
+use crate::decode::{self, DecodeOptions, Decoded};
+use crate::event::{ChangeEvent, KafkaCoords, Op};
+use serde_json::Map;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One pipeline as the dispatcher needs it.
+#[derive(Debug)]
+pub struct Route {
+    pub pipeline: String,
+    pub steps: Vec<String>,
+    /// Lower-case `table` or `schema.table`.
+    filter: Option<String>,
+    key: Vec<String>,
+    system: Option<String>,
+    tombstones: Tombstones,
+}
+
+struct TopicRoutes {
+    format: Format,
+    opts: DecodeOptions,
+    routes: Vec<Arc<Route>>,
+}
+
+/// A Kafka message as the router sees it, independent of the client library.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+#[derive(Debug)]
+pub enum Routed {
+    Event(ChangeEvent, Arc<Route>),
+    /// Nothing to run (a tombstone the pipeline skips); the offset still counts.
+    Skip { pipeline: Option<String>, reason: &'static str },
+}
+
+/// Why a message cannot be run; the caller adds topic/partition/offset.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RouteError {
+    #[error("undecodable message: {0}")]
+    Undecodable(String),
+    #[error("no pipeline for this message: {0}")]
+    Unroutable(String),
+}
+
+pub struct Router {
+    topics: HashMap<String, TopicRoutes>,
+}
+
+impl Router {
+    pub fn new(config: &Config) -> Router {
+        let mut topics: HashMap<String, TopicRoutes> = HashMap::new();
+        for (name, p) in &config.pipelines {
+            let route = Arc::new(Route {
+                pipeline: name.clone(),
+                steps: p.chain.clone(),
+                filter: p.table.as_ref().map(|t| t.to_lowercase()),
+                key: p.key.clone(),
+                system: p.system.clone(),
+                tombstones: p.tombstones,
+            });
+            for topic in p.all_topics() {
+                let entry = topics.entry(topic.to_string()).or_insert_with(|| TopicRoutes {
+                    format: p.format,
+                    opts: DecodeOptions { key_fields: p.key.clone() },
+                    routes: Vec::new(),
+                });
+                entry.routes.push(route.clone());
+            }
+        }
+        Router { topics }
+    }
+
+    /// Topics to subscribe to, sorted.
+    pub fn topics(&self) -> Vec<String> {
+        let mut t: Vec<String> = self.topics.keys().cloned().collect();
+        t.sort();
+        t
+    }
+
+    pub fn route(&self, msg: &Message<'_>) -> Result<Routed, RouteError> {
+        let Some(topic) = self.topics.get(msg.topic) else {
+            return Err(RouteError::Unroutable(format!("topic `{}` is not in any pipeline", msg.topic)));
+        };
+        let decoded = decode::decode(topic.format, msg.key, msg.value, &topic.opts)
+            .map_err(|e| RouteError::Undecodable(e.0))?;
+        let coords = KafkaCoords {
+            topic: msg.topic.to_string(),
+            partition: msg.partition,
+            offset: msg.offset,
+            timestamp: msg.timestamp,
+        };
+        let change = match decoded {
+            Decoded::Change(c) => c,
+            Decoded::Tombstone { key } => {
+                // A tombstone names no table: only a topic's single pipeline can take it.
+                return match topic.routes.as_slice() {
+                    [route] if route.tombstones == Tombstones::Deliver => Ok(Routed::Event(
+                        ChangeEvent {
+                            op: Op::Delete,
+                            key,
+                            before: None,
+                            after: None,
+                            source: crate::event::Source {
+                                system: route.system.clone().unwrap_or_else(|| route.pipeline.clone()),
+                                schema: None,
+                                table: None,
+                                ts_ms: None,
+                                position: None,
+                            },
+                            kafka: coords,
+                            pipeline: route.pipeline.clone(),
+                        },
+                        route.clone(),
+                    )),
+                    [route] => Ok(Routed::Skip { pipeline: Some(route.pipeline.clone()), reason: "tombstone" }),
+                    _ => Ok(Routed::Skip { pipeline: None, reason: "tombstone" }),
+                };
+            }
+        };
+        let route = pick(&topic.routes, change.source.schema.as_deref(), change.source.table.as_deref())
+            .ok_or_else(|| {
+                RouteError::Unroutable(format!(
+                    "no pipeline on topic `{}` takes table `{}`",
+                    msg.topic,
+                    qualified(change.source.schema.as_deref(), change.source.table.as_deref())
+                ))
+            })?;
+        let key = match change.key {
+            Some(key) => key,
+            None if change.op == Op::Truncate => Map::new(),
+            None if !route.key.is_empty() => {
+                let row = change.after.as_ref().or(change.before.as_ref()).ok_or_else(|| {
+                    RouteError::Undecodable("no key and no row to take it from".into())
+                })?;
+                decode::key_from_row(row, &route.key).map_err(|e| RouteError::Undecodable(e.0))?
+            }
+            None => {
+                return Err(RouteError::Undecodable(format!(
+                    "the message carries no key; set `key:` on pipeline `{}`",
+                    route.pipeline
+                )));
+            }
+        };
+        let mut source = change.source;
+        if let Some(system) = &route.system {
+            source.system = system.clone();
+        } else if source.system.is_empty() {
+            source.system = route.pipeline.clone();
+        }
+        let event = ChangeEvent {
+            op: change.op,
+            key,
+            before: change.before,
+            after: change.after,
+            source,
+            kafka: coords,
+            pipeline: route.pipeline.clone(),
+        };
+        Ok(Routed::Event(event, route.clone()))
+    }
+}
+
+fn pick<'r>(routes: &'r [Arc<Route>], schema: Option<&str>, table: Option<&str>) -> Option<&'r Arc<Route>> {
+    let table = table.map(str::to_lowercase);
+    let full = qualified(schema, table.as_deref()).to_lowercase();
+    let filtered = routes.iter().find(|r| match &r.filter {
+        Some(f) if f.contains('.') => *f == full,
+        Some(f) => Some(f.as_str()) == table.as_deref(),
+        None => false,
+    });
+    filtered.or_else(|| routes.iter().find(|r| r.filter.is_none()))
+}
+
+fn qualified(schema: Option<&str>, table: Option<&str>) -> String {
+    match (schema, table) {
+        (Some(s), Some(t)) => format!("{s}.{t}"),
+        (None, Some(t)) => t.to_string(),
+        _ => "(none)".to_string(),
+    }
+}

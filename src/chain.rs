@@ -72,12 +72,22 @@ pub async fn apply_once(
     route: &Route,
 ) -> Result<Outcome, ChainError> {
     let client = pool.get().await.map_err(pool_error)?;
-    let stmt = client.prepare_cached(APPLY).await.map_err(|e| db_error(&e))?;
+    let stmt = client
+        .prepare_cached(APPLY)
+        .await
+        .map_err(|e| db_error(&e))?;
     let json = ev.to_json();
     let row = client
         .query_one(
             &stmt,
-            &[&group, &ev.kafka.topic, &ev.kafka.partition, &ev.kafka.offset, &route.steps, &Json(&json)],
+            &[
+                &group,
+                &ev.kafka.topic,
+                &ev.kafka.partition,
+                &ev.kafka.offset,
+                &route.steps,
+                &Json(&json),
+            ],
         )
         .await
         .map_err(|e| db_error(&e))?;
@@ -89,7 +99,9 @@ pub async fn apply_once(
             class: ErrorClass::Data,
             sqlstate: None,
             step: None,
-            message: format!("pgchain.apply_event returned {other:?}; is the pgchain schema migrated?"),
+            message: format!(
+                "pgchain.apply_event returned {other:?}; is the pgchain schema migrated?"
+            ),
             detail: None,
         }),
     }
@@ -104,7 +116,10 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(30) }
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+        }
     }
 }
 
@@ -156,7 +171,10 @@ pub async fn apply(
 pub fn is_transient(code: &str) -> bool {
     code.starts_with("08")
         || code.starts_with("53")
-        || matches!(code, "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03")
+        || matches!(
+            code,
+            "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03"
+        )
 }
 
 pub fn classify(code: &str) -> ErrorClass {
@@ -209,9 +227,17 @@ fn pool_error(e: deadpool_postgres::PoolError) -> ChainError {
 /// just inside `pgchain.apply_event`.
 pub fn failing_step(context: &str) -> Option<String> {
     let lines: Vec<&str> = context.lines().collect();
-    let runner = lines.iter().position(|l| l.contains("function pgchain.apply_event("))?;
-    let stmt = lines[..runner].iter().rev().find(|l| l.starts_with("SQL statement \"call "))?;
-    let name = stmt.strip_prefix("SQL statement \"call ")?.split('(').next()?;
+    let runner = lines
+        .iter()
+        .position(|l| l.contains("function pgchain.apply_event("))?;
+    let stmt = lines[..runner]
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("SQL statement \"call "))?;
+    let name = stmt
+        .strip_prefix("SQL statement \"call ")?
+        .split('(')
+        .next()?;
     Some(name.replace('"', ""))
 }
 

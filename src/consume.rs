@@ -26,7 +26,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn, Instrument};
+use tracing::{Instrument, error, info, warn};
 
 pub type ChainConsumer = BaseConsumer<ChainContext>;
 
@@ -54,7 +54,11 @@ pub struct ChainContext {
 
 impl ChainContext {
     pub fn new(shared: Arc<Shared>) -> Self {
-        ChainContext { shared, consumer: OnceLock::new(), workers: Mutex::new(HashMap::new()) }
+        ChainContext {
+            shared,
+            consumer: OnceLock::new(),
+            workers: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn attach(&self, consumer: &Arc<ChainConsumer>) {
@@ -62,8 +66,11 @@ impl ChainContext {
     }
 
     fn on_assign(&self, base: &ChainConsumer, tpl: &mut TopicPartitionList) {
-        let parts: Vec<(String, i32)> =
-            tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+        let parts: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
         let positions = self.applied_positions(&parts);
         for (topic, partition) in &parts {
             if let Some(pos) = positions.get(&(topic.clone(), *partition)) {
@@ -107,8 +114,11 @@ impl ChainContext {
     }
 
     fn on_revoke(&self, base: &ChainConsumer, tpl: &TopicPartitionList) {
-        let parts: Vec<(String, i32)> =
-            tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+        let parts: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
         self.stop_workers(Some(&parts));
         commit_sync(base);
         let _ = match base.rebalance_protocol() {
@@ -156,11 +166,18 @@ impl ChainContext {
                 )
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok::<_, String>(rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect())
+            Ok::<_, String>(
+                rows.iter()
+                    .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+                    .collect(),
+            )
         };
         let mut delay = Duration::from_millis(200);
         for attempt in 1..=8 {
-            match shared.handle.block_on(async { tokio::time::timeout(Duration::from_secs(10), lookup()).await }) {
+            match shared
+                .handle
+                .block_on(async { tokio::time::timeout(Duration::from_secs(10), lookup()).await })
+            {
                 Ok(Ok(map)) => return map,
                 Ok(Err(e)) => warn!(attempt, "cannot read applied positions: {e}"),
                 Err(_) => warn!(attempt, "reading applied positions timed out"),
@@ -168,7 +185,9 @@ impl ChainContext {
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(5));
         }
-        warn!("resuming from Kafka's committed offsets; the ledger will skip what was already applied");
+        warn!(
+            "resuming from Kafka's committed offsets; the ledger will skip what was already applied"
+        );
         HashMap::new()
     }
 }
@@ -224,7 +243,11 @@ impl PartitionWorker {
                 None => continue,
                 Some(Ok(msg)) => msg,
                 Some(Err(e)) => {
-                    warn!(topic = self.topic, partition = self.partition, "consume error: {e}");
+                    warn!(
+                        topic = self.topic,
+                        partition = self.partition,
+                        "consume error: {e}"
+                    );
                     continue;
                 }
             };
@@ -243,13 +266,25 @@ impl PartitionWorker {
                 offset = view.offset,
                 pipeline = tracing::field::Empty
             );
-            let step = self.shared.handle.block_on(self.process(&view).instrument(span));
+            let step = self
+                .shared
+                .handle
+                .block_on(self.process(&view).instrument(span));
             match step {
                 Step::Done => {
-                    if let Err(e) = self.consumer.store_offset(&self.topic, self.partition, view.offset) {
-                        warn!(topic = self.topic, partition = self.partition, "cannot store offset: {e}");
+                    if let Err(e) =
+                        self.consumer
+                            .store_offset(&self.topic, self.partition, view.offset)
+                    {
+                        warn!(
+                            topic = self.topic,
+                            partition = self.partition,
+                            "cannot store offset: {e}"
+                        );
                     }
-                    self.shared.stats.processed(&self.topic, self.partition, view.offset);
+                    self.shared
+                        .stats
+                        .processed(&self.topic, self.partition, view.offset);
                 }
                 Step::Interrupted => break,
                 Step::Stuck(why) => {
@@ -273,7 +308,10 @@ impl PartitionWorker {
     async fn process(&self, msg: &RouteMessage<'_>) -> Step {
         let (event, route) = match self.shared.router.route(msg) {
             Ok(Routed::Event(event, route)) => (event, route),
-            Ok(Routed::Skip { pipeline, reason: _ }) => {
+            Ok(Routed::Skip {
+                pipeline,
+                reason: _,
+            }) => {
                 if let Some(p) = pipeline {
                     self.shared.stats.record(&p, |c| c.tombstones += 1);
                 }
@@ -295,11 +333,13 @@ impl PartitionWorker {
         .await;
         match result {
             Ok(outcome) => {
-                self.shared.stats.record(&route.pipeline, |c| match outcome {
-                    Outcome::Applied => c.applied += 1,
-                    Outcome::Filtered => c.filtered += 1,
-                    Outcome::Skipped => c.already_applied += 1,
-                });
+                self.shared
+                    .stats
+                    .record(&route.pipeline, |c| match outcome {
+                        Outcome::Applied => c.applied += 1,
+                        Outcome::Filtered => c.filtered += 1,
+                        Outcome::Skipped => c.already_applied += 1,
+                    });
                 Step::Done
             }
             Err(Failure::Interrupted) => Step::Interrupted,

@@ -8,10 +8,20 @@ use std::path::Path;
 use tokio_postgres::NoTls;
 
 pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
-    let pg: tokio_postgres::Config =
-        url.parse().with_context(|| format!("invalid PostgreSQL URL {}", redact_url(url)))?;
-    let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-    Ok(Pool::builder(manager).max_size(size).runtime(Runtime::Tokio1).build()?)
+    let pg: tokio_postgres::Config = url
+        .parse()
+        .with_context(|| format!("invalid PostgreSQL URL {}", redact_url(url)))?;
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .build()?)
 }
 
 /// One connection outside the pool (migrations, admin work).
@@ -39,7 +49,11 @@ pub fn redact_url(url: &str) -> String {
         Some(at) => {
             let userinfo = &authority[..at];
             let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
             format!("{}{masked}{}", &url[..scheme_end + 3], &rest[at..])
         }
         None => url.to_string(),
@@ -58,12 +72,19 @@ pub async fn migrate(url: &str, dir: &Path) -> anyhow::Result<Vec<String>> {
         .run_async(&mut client)
         .await
         .context("migration failed")?;
-    Ok(report.applied_migrations().iter().map(|m| m.to_string()).collect())
+    Ok(report
+        .applied_migrations()
+        .iter()
+        .map(|m| m.to_string())
+        .collect())
 }
 
 /// Checks that every step exists as a procedure taking one `inout jsonb`, and
 /// that pgchain's own schema is migrated. Returns every problem found.
-pub async fn check(config: &Config, client: &tokio_postgres::Client) -> anyhow::Result<Vec<String>> {
+pub async fn check(
+    config: &Config,
+    client: &tokio_postgres::Client,
+) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
     let runner = client
         .query_opt("select to_regprocedure('pgchain.apply_event(text,text,integer,bigint,text[],jsonb,text)')::text", &[])
@@ -72,8 +93,11 @@ pub async fn check(config: &Config, client: &tokio_postgres::Client) -> anyhow::
     if runner.is_none() {
         problems.push("the database has no pgchain schema: run `pgchain migrate`".to_string());
     }
-    let steps: Vec<String> =
-        config.pipelines.values().flat_map(|p| p.chain.iter().cloned()).collect();
+    let steps: Vec<String> = config
+        .pipelines
+        .values()
+        .flat_map(|p| p.chain.iter().cloned())
+        .collect();
     let rows = client
         .query(
             "select n.nspname || '.' || p.proname,
@@ -88,10 +112,15 @@ pub async fn check(config: &Config, client: &tokio_postgres::Client) -> anyhow::
         .await?;
     for (name, p) in &config.pipelines {
         for (i, step) in p.chain.iter().enumerate() {
-            let found: Vec<_> = rows.iter().filter(|r| r.get::<_, String>(0) == *step).collect();
+            let found: Vec<_> = rows
+                .iter()
+                .filter(|r| r.get::<_, String>(0) == *step)
+                .collect();
             let at = config.at(&["pipelines", name, "chain", &i.to_string()]);
             if found.is_empty() {
-                problems.push(format!("{at}pipeline `{name}`: step `{step}` does not exist in the database"));
+                problems.push(format!(
+                    "{at}pipeline `{name}`: step `{step}` does not exist in the database"
+                ));
             } else if !found.iter().any(|r| r.get::<_, bool>(1)) {
                 let seen: Vec<String> = found.iter().map(|r| r.get(2)).collect();
                 problems.push(format!(
@@ -102,19 +131,6 @@ pub async fn check(config: &Config, client: &tokio_postgres::Client) -> anyhow::
         }
     }
     Ok(problems)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact_url;
-
-    #[test]
-    fn passwords_never_show() {
-        assert_eq!(redact_url("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
-        assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
-        assert_eq!(redact_url("postgres://a:p@ss@db/x?sslmode=require"), "postgres://a:***@db/x?sslmode=require");
-        assert_eq!(redact_url("host=db user=app"), "host=db user=app");
-    }
 }
 
 /// The same server URL with another database name.
@@ -136,7 +152,30 @@ pub fn with_database(url: &str, database: &str) -> String {
 pub async fn recreate_database(url: &str, database: &str) -> anyhow::Result<String> {
     let admin = connect(url).await?;
     let ident = database.replace('"', "\"\"");
-    admin.batch_execute(&format!("drop database if exists \"{ident}\" with (force)")).await?;
-    admin.batch_execute(&format!("create database \"{ident}\"")).await?;
+    admin
+        .batch_execute(&format!("drop database if exists \"{ident}\" with (force)"))
+        .await?;
+    admin
+        .batch_execute(&format!("create database \"{ident}\""))
+        .await?;
     Ok(with_database(url, database))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(
+            redact_url("postgres://a:p@ss@db/x?sslmode=require"),
+            "postgres://a:***@db/x?sslmode=require"
+        );
+        assert_eq!(redact_url("host=db user=app"), "host=db user=app");
+    }
 }

@@ -6,7 +6,7 @@ use crate::dispatcher::Dispatcher;
 use crate::kafka::{self, Record};
 use anyhow::Context;
 use rdkafka::mocking::MockCluster;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,11 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 500)]
     pub people: usize,
     /// Server URL; the demo works in its own database `--database` there.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     pub database_url: String,
     #[arg(long, default_value = "pgchain_demo")]
     pub database: String,
@@ -29,7 +33,11 @@ pub struct DemoArgs {
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let url = crate::db::recreate_database(&args.database_url, &args.database).await?;
     let applied = crate::db::migrate(&url, &args.migrations).await?;
-    println!("database {}: {} migration(s) applied", args.database, applied.len());
+    println!(
+        "database {}: {} migration(s) applied",
+        args.database,
+        applied.len()
+    );
 
     let cluster = MockCluster::new(3).context("cannot start the embedded Kafka")?;
     let brokers = cluster.bootstrap_servers();
@@ -42,17 +50,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let topics: Vec<String> = {
-        let mut t: Vec<String> = config.pipelines.values().flat_map(|p| p.all_topics()).map(String::from).collect();
+        let mut t: Vec<String> = config
+            .pipelines
+            .values()
+            .flat_map(|p| p.all_topics())
+            .map(String::from)
+            .collect();
         t.sort();
         t.dedup();
         t
     };
     for t in &topics {
-        cluster.create_topic(t, 3, 1).with_context(|| format!("cannot create topic {t}"))?;
+        cluster
+            .create_topic(t, 3, 1)
+            .with_context(|| format!("cannot create topic {t}"))?;
     }
 
     let records = sample_events(args.people);
-    println!("embedded Kafka at {brokers}: producing {} change events to {}", records.len(), topics.join(", "));
+    println!(
+        "embedded Kafka at {brokers}: producing {} change events to {}",
+        records.len(),
+        topics.join(", ")
+    );
     {
         let b = brokers.clone();
         tokio::task::spawn_blocking(move || kafka::produce(&b, &records)).await??;
@@ -62,7 +81,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let dispatcher = Dispatcher::new(config)?;
     let stats = dispatcher.stats();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let watch = tokio::spawn(kafka::drained(stats.clone(), brokers.clone(), topics.clone(), Duration::from_secs(300)));
+    let watch = tokio::spawn(kafka::drained(
+        stats.clone(),
+        brokers.clone(),
+        topics.clone(),
+        Duration::from_secs(300),
+    ));
     let run = tokio::spawn(dispatcher.run(async {
         let _ = done_rx.await;
     }));
@@ -77,21 +101,42 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn print_summary(url: &str, snap: &crate::stats::Snapshot, elapsed: Duration) -> anyhow::Result<()> {
-    println!("\n{:<18} {:>8} {:>10} {:>9} {:>11}", "pipeline", "applied", "tombstone", "filtered", "redelivered");
+async fn print_summary(
+    url: &str,
+    snap: &crate::stats::Snapshot,
+    elapsed: Duration,
+) -> anyhow::Result<()> {
+    println!(
+        "\n{:<18} {:>8} {:>10} {:>9} {:>11}",
+        "pipeline", "applied", "tombstone", "filtered", "redelivered"
+    );
     let mut total = 0;
     for (name, c) in &snap.pipelines {
-        println!("{:<18} {:>8} {:>10} {:>9} {:>11}", name, c.applied, c.tombstones, c.filtered, c.already_applied);
+        println!(
+            "{:<18} {:>8} {:>10} {:>9} {:>11}",
+            name, c.applied, c.tombstones, c.filtered, c.already_applied
+        );
         total += c.applied + c.tombstones + c.filtered + c.already_applied;
     }
     let client = crate::db::connect(url).await?;
     println!("\n{:<24} {:>6}", "table", "rows");
-    for table in ["l0.sales_customer", "l0.options_member", "l0.crm_contact", "l1.member_union"] {
-        let n: i64 = client.query_one(&format!("select count(*) from {table}"), &[]).await?.get(0);
+    for table in [
+        "l0.sales_customer",
+        "l0.options_member",
+        "l0.crm_contact",
+        "l1.member_union",
+    ] {
+        let n: i64 = client
+            .query_one(&format!("select count(*) from {table}"), &[])
+            .await?
+            .get(0);
         println!("{table:<24} {n:>6}");
     }
     let secs = elapsed.as_secs_f64();
-    println!("\n{total} events in {secs:.2} s ({:.0} events/s)", total as f64 / secs.max(1e-9));
+    println!(
+        "\n{total} events in {secs:.2} s ({:.0} events/s)",
+        total as f64 / secs.max(1e-9)
+    );
     Ok(())
 }
 
@@ -100,13 +145,18 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
 
 const SURNAMES: &[&str] = &["Kim", "Lee", "Park", "Choi", "Jung", "Kang", "Cho", "Yoon"];
-const GIVEN: &[&str] = &["Minjun", "Seoyeon", "Jiwoo", "Hayoon", "Dohyun", "Jiho", "Sua", "Yejun"];
+const GIVEN: &[&str] = &[
+    "Minjun", "Seoyeon", "Jiwoo", "Hayoon", "Dohyun", "Jiho", "Sua", "Yejun",
+];
 
 /// Change events of three systems: sales (Debezium, plain JSON), options
 /// (Debezium with the schema/payload envelope) and the CRM (GoldenGate).
@@ -116,9 +166,16 @@ pub fn sample_events(people: usize) -> Vec<Record> {
     let mut out = Vec::new();
     let mut ts: i64 = 1_767_225_600_000;
     for id in 1..=people as i64 {
-        let name = format!("{} {}", SURNAMES[rng.next(8) as usize], GIVEN[rng.next(8) as usize]);
+        let name = format!(
+            "{} {}",
+            SURNAMES[rng.next(8) as usize],
+            GIVEN[rng.next(8) as usize]
+        );
         let phone = format!("010-{:04}-{:04}", rng.next(10_000), rng.next(10_000));
-        let email = format!(" {}.{id}@Example.COM ", name.replace(' ', ".").to_lowercase());
+        let email = format!(
+            " {}.{id}@Example.COM ",
+            name.replace(' ', ".").to_lowercase()
+        );
         let system = id % 3;
         let mut row = json!({"name": name, "phone": phone, "email": email});
         ts += 1000;
@@ -126,7 +183,11 @@ pub fn sample_events(people: usize) -> Vec<Record> {
         if rng.next(3) == 0 {
             for _ in 0..2 {
                 let before = row.clone();
-                row["phone"] = json!(format!("+82 10-{:04}-{:04}", rng.next(10_000), rng.next(10_000)));
+                row["phone"] = json!(format!(
+                    "+82 10-{:04}-{:04}",
+                    rng.next(10_000),
+                    rng.next(10_000)
+                ));
                 ts += 1000;
                 out.push(event(system, id, "u", Some(&before), Some(&row), ts));
             }
@@ -135,7 +196,11 @@ pub fn sample_events(people: usize) -> Vec<Record> {
             ts += 1000;
             out.push(event(system, id, "d", Some(&row), None, ts));
             if system != 2 {
-                out.push(Record { topic: topic(system).into(), key: Some(debezium_key(system, id)), value: None });
+                out.push(Record {
+                    topic: topic(system).into(),
+                    key: Some(debezium_key(system, id)),
+                    value: None,
+                });
             }
         }
     }
@@ -160,7 +225,14 @@ fn debezium_key(system: i64, id: i64) -> Vec<u8> {
     key.to_string().into_bytes()
 }
 
-fn event(system: i64, id: i64, op: &str, before: Option<&Value>, after: Option<&Value>, ts: i64) -> Record {
+fn event(
+    system: i64,
+    id: i64,
+    op: &str,
+    before: Option<&Value>,
+    after: Option<&Value>,
+    ts: i64,
+) -> Record {
     let value = match system {
         0 => {
             let row = |r: &Value| json!({"id": id, "name": r["name"], "phone": r["phone"], "email": r["email"]});
@@ -169,8 +241,10 @@ fn event(system: i64, id: i64, op: &str, before: Option<&Value>, after: Option<&
                               "table": "customer", "ts_ms": ts, "lsn": ts * 8}})
         }
         1 => {
-            let row = |r: &Value| json!({"member_no": format!("M{id:06}"), "full_name": r["name"],
-                                          "mobile": r["phone"], "email_addr": r["email"]});
+            let row = |r: &Value| {
+                json!({"member_no": format!("M{id:06}"), "full_name": r["name"],
+                                          "mobile": r["phone"], "email_addr": r["email"]})
+            };
             json!({"schema": {"type": "struct", "name": "options.public.member.Envelope"},
                    "payload": {"before": before.map(row), "after": after.map(row), "op": op, "ts_ms": ts + 5,
                                "source": {"connector": "postgresql", "name": "options", "db": "options",
@@ -183,18 +257,34 @@ fn event(system: i64, id: i64, op: &str, before: Option<&Value>, after: Option<&
                 json!({"CONTACT_ID": id, "FIRST_NAME": first, "LAST_NAME": last,
                        "PHONE": r["phone"], "EMAIL": r["email"]})
             };
-            let op_type = match op { "c" => "I", "u" => "U", _ => "D" };
+            let op_type = match op {
+                "c" => "I",
+                "u" => "U",
+                _ => "D",
+            };
             let secs = ts / 1000;
             let op_ts = chrono::DateTime::from_timestamp(secs, 0)
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S%.6f").to_string())
                 .unwrap_or_default();
             let mut v = json!({"table": "CRM.CONTACT", "op_type": op_type, "op_ts": op_ts,
                                "pos": format!("{:020}", ts), "primary_keys": ["CONTACT_ID"]});
-            if let Some(b) = before { v["before"] = row(b); }
-            if let Some(a) = after { v["after"] = row(a); }
+            if let Some(b) = before {
+                v["before"] = row(b);
+            }
+            if let Some(a) = after {
+                v["after"] = row(a);
+            }
             v
         }
     };
-    let key = if system == 2 { Some(id.to_string().into_bytes()) } else { Some(debezium_key(system, id)) };
-    Record { topic: topic(system).into(), key, value: Some(value.to_string().into_bytes()) }
+    let key = if system == 2 {
+        Some(id.to_string().into_bytes())
+    } else {
+        Some(debezium_key(system, id))
+    };
+    Record {
+        topic: topic(system).into(),
+        key,
+        value: Some(value.to_string().into_bytes()),
+    }
 }

@@ -2,12 +2,12 @@
 
 use crate::chain::Backoff;
 use crate::config::Config;
-use crate::consume::{commit_sync, ChainConsumer, ChainContext, Shared};
+use crate::consume::{ChainConsumer, ChainContext, Shared, commit_sync};
 use crate::route::Router;
 use crate::stats::Stats;
 use anyhow::Context;
-use rdkafka::consumer::Consumer;
 use rdkafka::ClientConfig;
+use rdkafka::consumer::Consumer;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +34,9 @@ impl Dispatcher {
     }
 
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
-        Arc::get_mut(&mut self.shared).expect("not running yet").backoff = backoff;
+        Arc::get_mut(&mut self.shared)
+            .expect("not running yet")
+            .backoff = backoff;
         self
     }
 
@@ -49,7 +51,9 @@ impl Dispatcher {
         consumer.context().attach(&consumer);
         let topics = self.shared.router.topics();
         let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topic_refs).context("cannot subscribe")?;
+        consumer
+            .subscribe(&topic_refs)
+            .context("cannot subscribe")?;
         tracing::info!(group = self.config.kafka.group_id, topics = ?topics, "consuming");
 
         let stop = CancellationToken::new();
@@ -104,5 +108,10 @@ fn poll_until(consumer: Arc<ChainConsumer>, stop: CancellationToken) {
     consumer.context().stop_workers(None);
     commit_sync(&consumer);
     // Dropping the last handle leaves the group (serving the final revoke).
+    tracing::debug!(
+        handles = Arc::strong_count(&consumer),
+        "closing the consumer"
+    );
     drop(consumer);
+    tracing::debug!("consumer closed");
 }

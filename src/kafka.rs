@@ -3,9 +3,9 @@
 
 use crate::stats::Stats;
 use anyhow::Context;
+use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::ClientConfig;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,10 @@ pub fn produce(brokers: &str, records: &[Record]) -> anyhow::Result<()> {
         loop {
             match producer.send(rec) {
                 Ok(()) => break,
-                Err((e, back)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                Err((e, back))
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                {
                     producer.poll(Duration::from_millis(10));
                     rec = back;
                 }
@@ -46,12 +49,17 @@ pub fn produce(brokers: &str, records: &[Record]) -> anyhow::Result<()> {
         }
         producer.poll(Duration::ZERO);
     }
-    producer.flush(Duration::from_secs(60)).context("producer flush")?;
+    producer
+        .flush(Duration::from_secs(60))
+        .context("producer flush")?;
     Ok(())
 }
 
 /// High watermark (next offset to be written) of every partition of `topics`.
-pub fn high_watermarks(brokers: &str, topics: &[String]) -> anyhow::Result<HashMap<(String, i32), i64>> {
+pub fn high_watermarks(
+    brokers: &str,
+    topics: &[String],
+) -> anyhow::Result<HashMap<(String, i32), i64>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -61,7 +69,8 @@ pub fn high_watermarks(brokers: &str, topics: &[String]) -> anyhow::Result<HashM
         let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         for t in md.topics() {
             for p in t.partitions() {
-                let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+                let (_, high) =
+                    consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
                 out.insert((topic.clone(), p.id()), high);
             }
         }
@@ -71,7 +80,12 @@ pub fn high_watermarks(brokers: &str, topics: &[String]) -> anyhow::Result<HashM
 
 /// Resolves once the dispatcher has processed everything now in `topics`
 /// (or after `timeout`, with an error).
-pub async fn drained(stats: Stats, brokers: String, topics: Vec<String>, timeout: Duration) -> anyhow::Result<()> {
+pub async fn drained(
+    stats: Stats,
+    brokers: String,
+    topics: Vec<String>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let marks = {
         let (b, t) = (brokers.clone(), topics.clone());
         tokio::task::spawn_blocking(move || high_watermarks(&b, &t)).await??
@@ -79,7 +93,10 @@ pub async fn drained(stats: Stats, brokers: String, topics: Vec<String>, timeout
     let start = Instant::now();
     while !stats.caught_up(&marks) {
         if start.elapsed() > timeout {
-            anyhow::bail!("topics not drained after {timeout:?}: {:?}", stats.snapshot().stuck);
+            anyhow::bail!(
+                "topics not drained after {timeout:?}: {:?}",
+                stats.snapshot().stuck
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -6,10 +6,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "pgchain", version, about = "Runs chains of PostgreSQL procedures for CDC events on Kafka")]
+#[command(
+    name = "pgchain",
+    version,
+    about = "Runs chains of PostgreSQL procedures for CDC events on Kafka"
+)]
 struct Cli {
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "human", env = "PGCHAIN_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "PGCHAIN_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -55,7 +65,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
@@ -75,7 +88,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config, no_db } => check(&config, no_db).await,
-        Command::Migrate { database_url, config, migrations } => {
+        Command::Migrate {
+            database_url,
+            config,
+            migrations,
+        } => {
             let url = match database_url {
                 Some(url) => url,
                 None => load(&config)?.postgres.url,
@@ -113,7 +130,11 @@ async fn check(path: &std::path::Path, no_db: bool) -> anyhow::Result<ExitCode> 
         println!("{p}");
     }
     if problems.is_empty() {
-        println!("{}: {} pipeline(s) ok", path.display(), config.pipelines.len());
+        println!(
+            "{}: {} pipeline(s) ok",
+            path.display(),
+            config.pipelines.len()
+        );
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::FAILURE)
@@ -121,7 +142,11 @@ async fn check(path: &std::path::Path, no_db: bool) -> anyhow::Result<ExitCode> 
 }
 
 fn list(names: &[String]) -> String {
-    if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) }
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", names.join(", "))
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -129,7 +154,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -142,7 +168,9 @@ async fn shutdown_signal() {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),

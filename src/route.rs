@@ -42,9 +42,12 @@ pub struct Message<'a> {
 
 #[derive(Debug)]
 pub enum Routed {
-    Event(ChangeEvent, Arc<Route>),
+    Event(Box<ChangeEvent>, Arc<Route>),
     /// Nothing to run (a tombstone the pipeline skips); the offset still counts.
-    Skip { pipeline: Option<String>, reason: &'static str },
+    Skip {
+        pipeline: Option<String>,
+        reason: &'static str,
+    },
 }
 
 /// Why a message cannot be run; the caller adds topic/partition/offset.
@@ -73,11 +76,15 @@ impl Router {
                 tombstones: p.tombstones,
             });
             for topic in p.all_topics() {
-                let entry = topics.entry(topic.to_string()).or_insert_with(|| TopicRoutes {
-                    format: p.format,
-                    opts: DecodeOptions { key_fields: p.key.clone() },
-                    routes: Vec::new(),
-                });
+                let entry = topics
+                    .entry(topic.to_string())
+                    .or_insert_with(|| TopicRoutes {
+                        format: p.format,
+                        opts: DecodeOptions {
+                            key_fields: p.key.clone(),
+                        },
+                        routes: Vec::new(),
+                    });
                 entry.routes.push(route.clone());
             }
         }
@@ -93,7 +100,10 @@ impl Router {
 
     pub fn route(&self, msg: &Message<'_>) -> Result<Routed, RouteError> {
         let Some(topic) = self.topics.get(msg.topic) else {
-            return Err(RouteError::Unroutable(format!("topic `{}` is not in any pipeline", msg.topic)));
+            return Err(RouteError::Unroutable(format!(
+                "topic `{}` is not in any pipeline",
+                msg.topic
+            )));
         };
         let decoded = decode::decode(topic.format, msg.key, msg.value, &topic.opts)
             .map_err(|e| RouteError::Undecodable(e.0))?;
@@ -109,13 +119,16 @@ impl Router {
                 // A tombstone names no table: only a topic's single pipeline can take it.
                 return match topic.routes.as_slice() {
                     [route] if route.tombstones == Tombstones::Deliver => Ok(Routed::Event(
-                        ChangeEvent {
+                        Box::new(ChangeEvent {
                             op: Op::Delete,
                             key,
                             before: None,
                             after: None,
                             source: crate::event::Source {
-                                system: route.system.clone().unwrap_or_else(|| route.pipeline.clone()),
+                                system: route
+                                    .system
+                                    .clone()
+                                    .unwrap_or_else(|| route.pipeline.clone()),
                                 schema: None,
                                 table: None,
                                 ts_ms: None,
@@ -123,29 +136,46 @@ impl Router {
                             },
                             kafka: coords,
                             pipeline: route.pipeline.clone(),
-                        },
+                        }),
                         route.clone(),
                     )),
-                    [route] => Ok(Routed::Skip { pipeline: Some(route.pipeline.clone()), reason: "tombstone" }),
-                    _ => Ok(Routed::Skip { pipeline: None, reason: "tombstone" }),
+                    [route] => Ok(Routed::Skip {
+                        pipeline: Some(route.pipeline.clone()),
+                        reason: "tombstone",
+                    }),
+                    _ => Ok(Routed::Skip {
+                        pipeline: None,
+                        reason: "tombstone",
+                    }),
                 };
             }
         };
-        let route = pick(&topic.routes, change.source.schema.as_deref(), change.source.table.as_deref())
-            .ok_or_else(|| {
-                RouteError::Unroutable(format!(
-                    "no pipeline on topic `{}` takes table `{}`",
-                    msg.topic,
-                    qualified(change.source.schema.as_deref(), change.source.table.as_deref())
-                ))
-            })?;
+        let route = pick(
+            &topic.routes,
+            change.source.schema.as_deref(),
+            change.source.table.as_deref(),
+        )
+        .ok_or_else(|| {
+            RouteError::Unroutable(format!(
+                "no pipeline on topic `{}` takes table `{}`",
+                msg.topic,
+                qualified(
+                    change.source.schema.as_deref(),
+                    change.source.table.as_deref()
+                )
+            ))
+        })?;
         let key = match change.key {
             Some(key) => key,
             None if change.op == Op::Truncate => Map::new(),
             None if !route.key.is_empty() => {
-                let row = change.after.as_ref().or(change.before.as_ref()).ok_or_else(|| {
-                    RouteError::Undecodable("no key and no row to take it from".into())
-                })?;
+                let row = change
+                    .after
+                    .as_ref()
+                    .or(change.before.as_ref())
+                    .ok_or_else(|| {
+                        RouteError::Undecodable("no key and no row to take it from".into())
+                    })?;
                 decode::key_from_row(row, &route.key).map_err(|e| RouteError::Undecodable(e.0))?
             }
             None => {
@@ -170,11 +200,15 @@ impl Router {
             kafka: coords,
             pipeline: route.pipeline.clone(),
         };
-        Ok(Routed::Event(event, route.clone()))
+        Ok(Routed::Event(Box::new(event), route.clone()))
     }
 }
 
-fn pick<'r>(routes: &'r [Arc<Route>], schema: Option<&str>, table: Option<&str>) -> Option<&'r Arc<Route>> {
+fn pick<'r>(
+    routes: &'r [Arc<Route>],
+    schema: Option<&str>,
+    table: Option<&str>,
+) -> Option<&'r Arc<Route>> {
     let table = table.map(str::to_lowercase);
     let full = qualified(schema, table.as_deref()).to_lowercase();
     let filtered = routes.iter().find(|r| match &r.filter {

@@ -36,7 +36,8 @@ impl Stats {
 
     pub fn processed(&self, topic: &str, partition: i32, offset: i64) {
         let mut s = self.0.lock().expect("stats lock");
-        s.next_offsets.insert((topic.to_string(), partition), offset + 1);
+        s.next_offsets
+            .insert((topic.to_string(), partition), offset + 1);
     }
 
     pub fn stuck(&self, topic: &str, partition: i32, why: String) {
@@ -51,8 +52,8 @@ impl Stats {
     /// True when every partition has been processed up to its high watermark.
     pub fn caught_up(&self, high_watermarks: &HashMap<(String, i32), i64>) -> bool {
         let s = self.0.lock().expect("stats lock");
-        high_watermarks.iter().all(|(tp, high)| {
-            *high == 0 || s.next_offsets.get(tp).is_some_and(|next| next >= high)
-        })
+        high_watermarks
+            .iter()
+            .all(|(tp, high)| *high == 0 || s.next_offsets.get(tp).is_some_and(|next| next >= high))
     }
 }

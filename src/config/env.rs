@@ -53,7 +53,11 @@ pub fn substitute(
         out.push_str(rest);
         out.push_str(comment);
     }
-    if problems.is_empty() { Ok(out) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
 }
 
 /// Splits a YAML line at a `#` that starts a comment (line start or after
@@ -96,7 +100,10 @@ mod tests {
 
     #[test]
     fn leaves_comments_alone_and_names_unset_lines() {
-        assert_eq!(substitute("a: 1 # ${NOPE}\n", env).unwrap(), "a: 1 # ${NOPE}\n");
+        assert_eq!(
+            substitute("a: 1 # ${NOPE}\n", env).unwrap(),
+            "a: 1 # ${NOPE}\n"
+        );
         let problems = substitute("a: 1\nb: ${NOPE}\nc: '${ALSO}'\n", env).unwrap_err();
         assert_eq!(problems.iter().map(|p| p.0).collect::<Vec<_>>(), vec![2, 3]);
         assert!(problems[0].1.contains("`NOPE` is not set"));

@@ -18,7 +18,9 @@ impl LineIndex {
     pub fn build(text: &str) -> Self {
         let mut indexer = Indexer::default();
         let _ = Parser::new_from_str(text).load(&mut indexer, false);
-        LineIndex { lines: indexer.lines }
+        LineIndex {
+            lines: indexer.lines,
+        }
     }
 
     /// The line of `path`, or of its nearest ancestor that has one.

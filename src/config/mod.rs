@@ -55,7 +55,10 @@ pub struct PostgresConfig {
 
 impl Default for PostgresConfig {
     fn default() -> Self {
-        PostgresConfig { url: default_url(), pool_size: default_pool_size() }
+        PostgresConfig {
+            url: default_url(),
+            pool_size: default_pool_size(),
+        }
     }
 }
 
@@ -113,7 +116,11 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn all_topics(&self) -> Vec<&str> {
-        self.topic.iter().chain(self.topics.iter()).map(String::as_str).collect()
+        self.topic
+            .iter()
+            .chain(self.topics.iter())
+            .map(String::as_str)
+            .collect()
     }
 }
 
@@ -147,7 +154,10 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let text = env::substitute(text, env).map_err(|p| ConfigError {
-            problems: p.into_iter().map(|(line, m)| format!("{file}:{line}: {m}")).collect(),
+            problems: p
+                .into_iter()
+                .map(|(line, m)| format!("{file}:{line}: {m}"))
+                .collect(),
         })?;
         let mut config: Config = serde_yaml::from_str(&text).map_err(|e| ConfigError {
             problems: vec![match e.location() {
@@ -158,7 +168,11 @@ impl Config {
         config.path = path.to_path_buf();
         config.lines = LineIndex::build(&text);
         let problems = config.validate();
-        if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
     }
 
     /// `file:line: ` for a key path.
@@ -171,12 +185,17 @@ impl Config {
 
     /// librdkafka options from `kafka.options`, as strings.
     pub fn kafka_options(&self) -> Vec<(String, String)> {
-        self.kafka.options.iter().filter_map(|(k, v)| Some((k.clone(), scalar(v)?))).collect()
+        self.kafka
+            .options
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), scalar(v)?)))
+            .collect()
     }
 
     fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        let mut problem = |path: &[&str], msg: String| problems.push(format!("{}{msg}", self.at(path)));
+        let mut problem =
+            |path: &[&str], msg: String| problems.push(format!("{}{msg}", self.at(path)));
         if self.kafka.brokers.trim().is_empty() {
             problem(&["kafka", "brokers"], "`kafka.brokers` is empty".into());
         }
@@ -185,14 +204,25 @@ impl Config {
         }
         for (k, v) in &self.kafka.options {
             if scalar(v).is_none() {
-                problem(&["kafka", "options", k], format!("kafka option `{k}` must be a single value"));
+                problem(
+                    &["kafka", "options", k],
+                    format!("kafka option `{k}` must be a single value"),
+                );
             }
             if MANAGED_OPTIONS.contains(&k.as_str()) {
-                problem(&["kafka", "options", k], format!("kafka option `{k}` is set by pgchain itself (exactly-once depends on it)"));
+                problem(
+                    &["kafka", "options", k],
+                    format!(
+                        "kafka option `{k}` is set by pgchain itself (exactly-once depends on it)"
+                    ),
+                );
             }
         }
         if self.postgres.pool_size == 0 {
-            problem(&["postgres", "pool_size"], "`postgres.pool_size` must be at least 1".into());
+            problem(
+                &["postgres", "pool_size"],
+                "`postgres.pool_size` must be at least 1".into(),
+            );
         }
         if self.pipelines.is_empty() {
             problem(&["pipelines"], "no pipelines are declared".into());
@@ -205,47 +235,88 @@ impl Config {
                 ["pipelines", name, k]
             }
             if !valid_pipeline_name(name) {
-                problem(&["pipelines", name], format!("pipeline name `{name}` may hold only letters, digits, `_`, `-` and `.`"));
+                problem(
+                    &["pipelines", name],
+                    format!(
+                        "pipeline name `{name}` may hold only letters, digits, `_`, `-` and `.`"
+                    ),
+                );
             }
             let topics = p.all_topics();
             if topics.is_empty() {
-                problem(&["pipelines", name], format!("pipeline `{name}` has no `topic` or `topics`"));
+                problem(
+                    &["pipelines", name],
+                    format!("pipeline `{name}` has no `topic` or `topics`"),
+                );
             }
             if p.chain.is_empty() {
-                problem(&at(name, "chain"), format!("pipeline `{name}` has an empty chain"));
+                problem(
+                    &at(name, "chain"),
+                    format!("pipeline `{name}` has an empty chain"),
+                );
             }
             for (i, step) in p.chain.iter().enumerate() {
                 if !valid_step_name(step) {
                     let i = i.to_string();
                     problem(
                         &["pipelines", name, "chain", &i],
-                        format!("pipeline `{name}`: step `{step}` is not `schema.procedure` (lower-case letters, digits and `_`, each part at most 63 bytes)"),
+                        format!(
+                            "pipeline `{name}`: step `{step}` is not `schema.procedure` (lower-case letters, digits and `_`, each part at most 63 bytes)"
+                        ),
                     );
                 }
             }
             if p.format == Format::Json && p.key.is_empty() {
-                problem(&at(name, "format"), format!("pipeline `{name}`: format `json` needs `key:` (the key columns of the row)"));
+                problem(
+                    &at(name, "format"),
+                    format!(
+                        "pipeline `{name}`: format `json` needs `key:` (the key columns of the row)"
+                    ),
+                );
             }
             if p.format == Format::Json && p.table.is_some() {
-                problem(&at(name, "table"), format!("pipeline `{name}`: format `json` carries no table name, so `table:` cannot filter it"));
+                problem(
+                    &at(name, "table"),
+                    format!(
+                        "pipeline `{name}`: format `json` carries no table name, so `table:` cannot filter it"
+                    ),
+                );
             }
             if matches!(&p.table, Some(t) if t.trim().is_empty()) {
-                problem(&at(name, "table"), format!("pipeline `{name}`: `table` is empty"));
+                problem(
+                    &at(name, "table"),
+                    format!("pipeline `{name}`: `table` is empty"),
+                );
             }
             let filter = p.table.as_deref().unwrap_or("").to_lowercase();
             for topic in topics {
                 if topic.trim().is_empty() {
-                    problem(&at(name, "topic"), format!("pipeline `{name}` names an empty topic"));
+                    problem(
+                        &at(name, "topic"),
+                        format!("pipeline `{name}` names an empty topic"),
+                    );
                     continue;
                 }
                 if let Some(other) = routes.insert((topic.to_string(), filter.clone()), name) {
-                    let what = if filter.is_empty() { "every table".to_string() } else { format!("table `{filter}`") };
-                    problem(&["pipelines", name], format!("pipelines `{other}` and `{name}` both route topic `{topic}` ({what})"));
+                    let what = if filter.is_empty() {
+                        "every table".to_string()
+                    } else {
+                        format!("table `{filter}`")
+                    };
+                    problem(
+                        &["pipelines", name],
+                        format!(
+                            "pipelines `{other}` and `{name}` both route topic `{topic}` ({what})"
+                        ),
+                    );
                 }
                 match formats.get(topic) {
                     Some((f, other)) if *f != p.format => problem(
                         &at(name, "format"),
-                        format!("topic `{topic}` is read as {:?} by pipeline `{other}` and as {:?} by `{name}`; one topic has one format", f, p.format),
+                        format!(
+                            "topic `{topic}` is read as {:?} by pipeline `{other}` and as {:?} by `{name}`; one topic has one format",
+                            f, p.format
+                        ),
                     ),
                     Some(_) => {}
                     None => {
@@ -259,8 +330,12 @@ impl Config {
 }
 
 /// Options whose value pgchain's delivery guarantee relies on.
-const MANAGED_OPTIONS: &[&str] =
-    &["bootstrap.servers", "group.id", "enable.auto.offset.store", "enable.auto.commit"];
+const MANAGED_OPTIONS: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.offset.store",
+    "enable.auto.commit",
+];
 
 fn scalar(v: &serde_yaml::Value) -> Option<String> {
     match v {
@@ -273,7 +348,9 @@ fn scalar(v: &serde_yaml::Value) -> Option<String> {
 
 fn valid_pipeline_name(name: &str) -> bool {
     !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// `schema.procedure`, each an unquoted lower-case PostgreSQL identifier.
@@ -282,7 +359,8 @@ pub fn valid_step_name(step: &str) -> bool {
         !s.is_empty()
             && s.len() <= 63
             && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     };
     matches!(step.split_once('.'), Some((schema, proc)) if ident(schema) && ident(proc))
 }

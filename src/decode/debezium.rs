@@ -1,13 +1,10 @@
 //! Debezium JSON (JsonConverter), with or without `schemas.enable`.
 
-use super::{err, kind, object_or_null, parse_json, scalar_text, Change, DecodeError, Decoded};
+use super::{Change, DecodeError, Decoded, err, kind, object_or_null, parse_json, scalar_text};
 use crate::event::{Op, Source};
 use serde_json::{Map, Value};
 
-pub(super) fn decode(
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
-) -> Result<Decoded, DecodeError> {
+pub(super) fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Decoded, DecodeError> {
     let key = match key {
         Some(bytes) => message_key(bytes)?,
         None => None,
@@ -23,7 +20,10 @@ pub(super) fn decode(
         };
     };
     let Value::Object(payload) = payload else {
-        return err(format!("the Debezium payload must be an object, found {}", kind(&payload)));
+        return err(format!(
+            "the Debezium payload must be an object, found {}",
+            kind(&payload)
+        ));
     };
     let op = match payload.get("op").and_then(Value::as_str) {
         Some("c") => Op::Create,
@@ -43,7 +43,13 @@ pub(super) fn decode(
         _ => {}
     }
     let source = source(&payload);
-    Ok(Decoded::Change(Change { op, key, before, after, source }))
+    Ok(Decoded::Change(Change {
+        op,
+        key,
+        before,
+        after,
+        source,
+    }))
 }
 
 /// The message key as a column map, unwrapping `{"schema":…,"payload":…}`.
@@ -51,7 +57,10 @@ fn message_key(bytes: &[u8]) -> Result<Option<Map<String, Value>>, DecodeError> 
     match unwrap_payload(parse_json(bytes, "the message key")?) {
         None => Ok(None),
         Some(Value::Object(m)) => Ok(Some(m)),
-        Some(other) => err(format!("the Debezium key must be an object, found {}", kind(&other))),
+        Some(other) => err(format!(
+            "the Debezium key must be an object, found {}",
+            kind(&other)
+        )),
     }
 }
 
@@ -84,5 +93,11 @@ fn source(payload: &Map<String, Value>) -> Source {
             (Some(file), Some(pos)) => Some(format!("{file}:{pos}")),
             _ => None,
         });
-    Source { system, schema, table: get("table"), ts_ms, position }
+    Source {
+        system,
+        schema,
+        table: get("table"),
+        ts_ms,
+        position,
+    }
 }

@@ -2,7 +2,7 @@
 //! come from the pipeline's `key:`; a null value deletes the row whose key is
 //! in the message key.
 
-use super::{err, key_from_row, kind, parse_json, Change, DecodeError, DecodeOptions, Decoded};
+use super::{Change, DecodeError, DecodeOptions, Decoded, err, key_from_row, kind, parse_json};
 use crate::event::{Op, Source};
 use serde_json::Value;
 
@@ -22,10 +22,21 @@ pub(super) fn decode(
         Some(bytes) => {
             let row = match parse_json(bytes, "the message value")? {
                 Value::Object(row) => row,
-                other => return err(format!("a JSON row must be an object, found {}", kind(&other))),
+                other => {
+                    return err(format!(
+                        "a JSON row must be an object, found {}",
+                        kind(&other)
+                    ));
+                }
             };
             let key = key_from_row(&row, &opts.key_fields)?;
-            Ok(Decoded::Change(Change { op: Op::Read, key: Some(key), before: None, after: Some(row), source }))
+            Ok(Decoded::Change(Change {
+                op: Op::Read,
+                key: Some(key),
+                before: None,
+                after: Some(row),
+                source,
+            }))
         }
         None => {
             let Some(bytes) = key else {
@@ -34,14 +45,27 @@ pub(super) fn decode(
             let key = match parse_json(bytes, "the message key")? {
                 Value::Object(k) => key_from_row(&k, &opts.key_fields)?,
                 // A bare scalar key stands for a single key column.
-                scalar if opts.key_fields.len() == 1 && !scalar.is_object() && !scalar.is_array() => {
+                scalar
+                    if opts.key_fields.len() == 1 && !scalar.is_object() && !scalar.is_array() =>
+                {
                     let mut k = serde_json::Map::new();
                     k.insert(opts.key_fields[0].clone(), scalar);
                     k
                 }
-                other => return err(format!("the message key must be an object, found {}", kind(&other))),
+                other => {
+                    return err(format!(
+                        "the message key must be an object, found {}",
+                        kind(&other)
+                    ));
+                }
             };
-            Ok(Decoded::Change(Change { op: Op::Delete, key: Some(key), before: None, after: None, source }))
+            Ok(Decoded::Change(Change {
+                op: Op::Delete,
+                key: Some(key),
+                before: None,
+                after: None,
+                source,
+            }))
         }
     }
 }

@@ -18,7 +18,9 @@ use serde_json::{Map, Value};
 pub enum Decoded {
     Change(Change),
     /// A Kafka tombstone (null value) that follows a delete for compaction.
-    Tombstone { key: Map<String, Value> },
+    Tombstone {
+        key: Map<String, Value>,
+    },
 }
 
 /// A decoded change without Kafka coordinates and pipeline.
@@ -73,7 +75,10 @@ pub(crate) fn object_or_null(
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => Ok(Some(m.clone())),
-        Some(other) => err(format!("`{field}` must be an object or null, found {}", kind(other))),
+        Some(other) => err(format!(
+            "`{field}` must be an object or null, found {}",
+            kind(other)
+        )),
     }
 }
 

@@ -1,12 +1,12 @@
 //! Oracle GoldenGate for Big Data, JSON formatter, op-modelled records.
 
-use super::{err, key_from_row, object_or_null, parse_json, scalar_text, Change, DecodeError, Decoded};
+use super::{
+    Change, DecodeError, Decoded, err, key_from_row, object_or_null, parse_json, scalar_text,
+};
 use crate::event::{Op, Source};
 use serde_json::Value;
 
-pub(super) fn decode(
-    value: Option<&[u8]>,
-) -> Result<Decoded, DecodeError> {
+pub(super) fn decode(value: Option<&[u8]>) -> Result<Decoded, DecodeError> {
     let Some(bytes) = value else {
         return err("the GoldenGate message has no value");
     };
@@ -43,15 +43,20 @@ pub(super) fn decode(
     }
     let key = match rec.get("primary_keys").and_then(Value::as_array) {
         Some(pks) if op != Op::Truncate => {
-            let fields: Vec<String> =
-                pks.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
+            let fields: Vec<String> = pks
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
             // For a delete only `before` exists; for an update the new key wins.
             let row = after.as_ref().or(before.as_ref()).expect("checked above");
             Some(key_from_row(row, &fields)?)
         }
         _ => None,
     };
-    let ts_ms = rec.get("op_ts").and_then(Value::as_str).and_then(parse_op_ts);
+    let ts_ms = rec
+        .get("op_ts")
+        .and_then(Value::as_str)
+        .and_then(parse_op_ts);
     let source = Source {
         system: String::new(),
         schema,
@@ -59,7 +64,13 @@ pub(super) fn decode(
         ts_ms,
         position: scalar_text(rec.get("pos")),
     };
-    Ok(Decoded::Change(Change { op, key, before, after, source }))
+    Ok(Decoded::Change(Change {
+        op,
+        key,
+        before,
+        after,
+        source,
+    }))
 }
 
 /// `op_ts` is the commit time in UTC: `2015-11-05 18:45:36.000000`
@@ -75,8 +86,14 @@ fn parse_op_ts(s: &str) -> Option<i64> {
 mod tests {
     #[test]
     fn op_ts_is_utc_milliseconds() {
-        assert_eq!(super::parse_op_ts("2015-11-05 18:45:36.000000"), Some(1_446_749_136_000));
-        assert_eq!(super::parse_op_ts("2015-11-05T18:45:36.123"), Some(1_446_749_136_123));
+        assert_eq!(
+            super::parse_op_ts("2015-11-05 18:45:36.000000"),
+            Some(1_446_749_136_000)
+        );
+        assert_eq!(
+            super::parse_op_ts("2015-11-05T18:45:36.123"),
+            Some(1_446_749_136_123)
+        );
         assert_eq!(super::parse_op_ts("yesterday"), None);
     }
 }

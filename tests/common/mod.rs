@@ -1,0 +1,250 @@
+//! Test harness: a database of its own per test (on the real PostgreSQL at
+//! DATABASE_URL) and librdkafka's mock cluster, both dropped at the end.
+
+#![allow(dead_code)]
+
+use pgchain::config::Config;
+use pgchain::dispatcher::Dispatcher;
+use pgchain::kafka::{self, Record};
+use pgchain::stats::Stats;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+pub fn server_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| pgchain::config::default_url())
+}
+
+/// A fresh database with pgchain's migrations applied.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new(label: &str) -> TestDb {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "pgchain_t_{label}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let url = pgchain::db::recreate_database(&server_url(), &name)
+            .await
+            .expect("create test database");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        pgchain::db::migrate(&url, &root.join("sql/migrations"))
+            .await
+            .expect("migrate test database");
+        TestDb { name, url }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        pgchain::db::connect(&self.url).await.expect("connect")
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        self.client()
+            .await
+            .batch_execute(sql)
+            .await
+            .expect("test sql");
+    }
+
+    pub async fn i64(&self, sql: &str) -> i64 {
+        self.client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .expect(sql)
+            .get(0)
+    }
+
+    pub async fn strings(&self, sql: &str) -> Vec<String> {
+        let rows = self.client().await.query(sql, &[]).await.expect(sql);
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+
+    /// Applied position in the ledger (None when the partition has no row).
+    pub async fn applied(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
+        self.client()
+            .await
+            .query_opt(
+                "select applied_through from pgchain.offsets where group_id = $1 and topic = $2 and partition = $3",
+                &[&group, &topic, &partition],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get(0))
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Best effort, on a thread of its own so no runtime is needed.
+        let (url, name) = (server_url(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(c) = pgchain::db::connect(&url).await {
+                    let _ = c
+                        .batch_execute(&format!("drop database if exists \"{name}\" with (force)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// An in-process Kafka cluster.
+pub struct Kafka {
+    pub cluster: MockCluster<'static, DefaultProducerContext>,
+    pub brokers: String,
+}
+
+impl Kafka {
+    pub fn new(topics: &[(&str, i32)]) -> Kafka {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        for (t, partitions) in topics {
+            cluster
+                .create_topic(t, *partitions, 1)
+                .expect("create topic");
+        }
+        let brokers = cluster.bootstrap_servers();
+        Kafka { cluster, brokers }
+    }
+
+    pub async fn produce(&self, records: Vec<Record>) {
+        let brokers = self.brokers.clone();
+        tokio::task::spawn_blocking(move || kafka::produce(&brokers, &records))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+pub fn record(topic: &str, key: Option<&str>, value: Option<&str>) -> Record {
+    Record {
+        topic: topic.to_string(),
+        key: key.map(|k| k.as_bytes().to_vec()),
+        value: value.map(|v| v.as_bytes().to_vec()),
+    }
+}
+
+/// A config from YAML text with `{brokers}` and `{url}` filled in.
+pub fn config(yaml: &str, kafka: &Kafka, db: &TestDb) -> Config {
+    let text = yaml
+        .replace("{brokers}", &kafka.brokers)
+        .replace("{url}", &db.url);
+    Config::from_text(&text, Path::new("test.yaml"), |_| None).expect("test config")
+}
+
+/// A dispatcher running in the background until `stop` is called.
+pub struct Running {
+    pub stats: Stats,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+pub fn start(config: Config) -> Running {
+    // RUST_LOG=pgchain=debug shows what the dispatcher does in a failing test.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let dispatcher =
+        Dispatcher::new(config)
+            .expect("dispatcher")
+            .with_backoff(pgchain::chain::Backoff {
+                initial: Duration::from_millis(20),
+                max: Duration::from_millis(200),
+            });
+    let stats = dispatcher.stats();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(dispatcher.run(async {
+        let _ = rx.await;
+    }));
+    Running {
+        stats,
+        stop: Some(tx),
+        task,
+    }
+}
+
+impl Running {
+    pub async fn drained(&self, kafka: &Kafka, topics: &[&str]) {
+        let topics = topics.iter().map(|s| s.to_string()).collect();
+        kafka::drained(
+            self.stats.clone(),
+            kafka.brokers.clone(),
+            topics,
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("drained");
+    }
+
+    /// Waits until `cond` holds on the stats (panics after 60 s).
+    pub async fn until(&self, what: &str, cond: impl Fn(&pgchain::stats::Snapshot) -> bool) {
+        let start = std::time::Instant::now();
+        while !cond(&self.stats.snapshot()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "timed out waiting for {what}: {:?}",
+                self.stats.snapshot()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(mut self) -> pgchain::stats::Snapshot {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().expect("dispatcher run");
+        self.stats.snapshot()
+    }
+}
+
+/// Test steps: `t.record` appends every event it sees to `t.seen` and keeps
+/// the latest `after` per key in `t.state`; `t.log(name)` steps append to
+/// `t.log`; `t.poison` raises when `after.poison` is true.
+pub const TEST_STEPS: &str = r#"
+create schema t;
+create table t.seen (seq bigserial primary key, topic text, partition int, kafka_offset bigint,
+                     op text, key jsonb, after jsonb, ev jsonb,
+                     started timestamptz default clock_timestamp());
+create table t.state (key jsonb primary key, after jsonb, version int);
+create table t.log (step text, kafka_offset bigint);
+create procedure t.record(inout ev jsonb) language plpgsql as $$
+begin
+  insert into t.seen (topic, partition, kafka_offset, op, key, after, ev)
+  values (ev->'kafka'->>'topic', (ev->'kafka'->>'partition')::int, (ev->'kafka'->>'offset')::bigint,
+          ev->>'op', ev->'key', ev->'after', ev);
+  if ev->>'op' in ('d', 't') then
+    delete from t.state where key = ev->'key' or ev->>'op' = 't';
+  else
+    insert into t.state values (ev->'key', ev->'after', (ev->'after'->>'version')::int)
+    on conflict (key) do update set after = excluded.after, version = excluded.version;
+  end if;
+end $$;
+create procedure t.step1(inout ev jsonb) language plpgsql as $$
+begin insert into t.log values ('step1', (ev->'kafka'->>'offset')::bigint); end $$;
+create procedure t.step2(inout ev jsonb) language plpgsql as $$
+begin insert into t.log values ('step2', (ev->'kafka'->>'offset')::bigint); end $$;
+create procedure t.poison(inout ev jsonb) language plpgsql as $$
+begin
+  if (ev->'after'->>'poison')::boolean then
+    raise exception 'poisoned row %', ev->'key' using detail = 'test poison';
+  end if;
+end $$;
+create procedure t.slow(inout ev jsonb) language plpgsql as $$
+begin perform pg_sleep(0.05); end $$;
+create procedure t.only_even(inout ev jsonb) language plpgsql as $$
+begin if (ev->'after'->>'version')::int % 2 = 1 then ev := null; end if; end $$;
+"#;

@@ -161,7 +161,15 @@ impl Config {
         })?;
         let mut config: Config = serde_yaml::from_str(&text).map_err(|e| ConfigError {
             problems: vec![match e.location() {
-                Some(loc) => format!("{file}:{}: {}", loc.line(), strip_location(&e.to_string())),
+                Some(loc) => {
+                    let msg = e.to_string();
+                    let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+                    format!(
+                        "{file}:{}: {}",
+                        loc.line(),
+                        msg.strip_suffix(&suffix).unwrap_or(&msg)
+                    )
+                }
                 None => format!("{file}: {e}"),
             }],
         })?;
@@ -363,12 +371,4 @@ pub fn valid_step_name(step: &str) -> bool {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     };
     matches!(step.split_once('.'), Some((schema, proc)) if ident(schema) && ident(proc))
-}
-
-/// serde_yaml appends " at line L column C"; the prefix already says where.
-fn strip_location(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
-    }
 }

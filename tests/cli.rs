@@ -1,0 +1,231 @@
+//! The `pgchain` binary as a user runs it: check, migrate, run and SIGTERM.
+
+mod common;
+
+use common::{Kafka, TEST_STEPS, TestDb, record};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn pgchain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pgchain"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run pgchain")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn temp_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pgchain-{label}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_prints_every_problem_with_its_line_and_fails() {
+    let dir = temp_dir("check-file");
+    let path = write(
+        &dir,
+        "pipelines.yaml",
+        "kafka:\n  brokers: k\npipelines:\n  a:\n    topic: t\n    chain: [Bad]\n  b:\n    topic: t\n    chain: []\n",
+    );
+    let out = pgchain(&["check", "--no-db", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let file = path.display();
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{file}:6: pipeline `a`: step `Bad` is not `schema.procedure` (lower-case letters, digits and `_`, each part at most 63 bytes)\n\
+             {file}:9: pipeline `b` has an empty chain\n\
+             {file}:7: pipelines `a` and `b` both route topic `t` (every table)\n"
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_finds_missing_and_misshapen_steps_in_the_database() {
+    let db = TestDb::new("check").await;
+    db.exec(
+        "create schema s; create procedure s.two(a jsonb, b jsonb) language sql as 'select 1';
+             create function s.func(ev jsonb) returns jsonb language sql as 'select ev';",
+    )
+    .await;
+    let dir = temp_dir("check-db");
+    let yaml = format!(
+        "kafka:\n  brokers: k\npostgres:\n  url: {}\npipelines:\n  a:\n    topic: t\n    chain:\n      - s.missing\n      - s.two\n      - s.func\n      - l0.copy_sales_customer\n",
+        db.url
+    );
+    let path = write(&dir, "p.yaml", &yaml);
+    let out = pgchain(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let file = path.display();
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{file}:9: pipeline `a`: step `s.missing` does not exist in the database\n\
+             {file}:10: pipeline `a`: step `s.two` must be a procedure taking one `inout ev jsonb`; found procedure s.two(IN a jsonb, IN b jsonb)\n\
+             {file}:11: pipeline `a`: step `s.func` must be a procedure taking one `inout ev jsonb`; found function s.func(ev jsonb)\n"
+        )
+    );
+
+    let good = write(
+        &dir,
+        "good.yaml",
+        &yaml.replace("      - s.missing\n      - s.two\n      - s.func\n", ""),
+    );
+    let out = pgchain(&["check", "-c", good.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).ends_with("1 pipeline(s) ok\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_applies_once_and_refuses_a_changed_applied_file() {
+    let db = TestDb::new("migrate").await;
+    let dir = temp_dir("migrate");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for f in ["V1__pgchain_schema.sql", "V2__customer_example.sql"] {
+        std::fs::copy(root.join("sql/migrations").join(f), dir.join(f)).unwrap();
+    }
+    let third = "create table l0.extra (id int primary key);\n";
+    write(&dir, "V3__extra.sql", third);
+    let args = [
+        "migrate",
+        "--database-url",
+        &db.url,
+        "--migrations",
+        dir.to_str().unwrap(),
+    ];
+    let out = pgchain(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout(&out), "applied 1 migration(s): V3__extra\n");
+    assert_eq!(stdout(&pgchain(&args)), "applied 0 migration(s)\n");
+
+    write(
+        &dir,
+        "V3__extra.sql",
+        "create table l0.extra (id bigint primary key);\n",
+    );
+    let out = pgchain(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("V3__extra"), "{err}");
+    assert!(
+        !err.contains("postgres://"),
+        "the URL stays out of errors: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_stops_on_sigterm_after_the_chains_in_flight_and_exits_zero() {
+    let db = TestDb::new("sigterm").await;
+    db.exec(TEST_STEPS).await;
+    let kafka = Kafka::new(&[("items", 2)]);
+    let records = (0..200)
+        .map(|i| {
+            let value =
+                json!({"op": "c", "after": {"id": i, "version": 1}, "source": {"table": "item"}});
+            record(
+                "items",
+                Some(&json!({"id": i}).to_string()),
+                Some(&value.to_string()),
+            )
+        })
+        .collect();
+    kafka.produce(records).await;
+    let dir = temp_dir("sigterm");
+    let path = write(
+        &dir,
+        "p.yaml",
+        &format!(
+            "kafka:\n  brokers: {}\n  group_id: g1\npostgres:\n  url: {}\npipelines:\n  p:\n    topic: items\n    chain: [t.slow, t.record]\n",
+            kafka.brokers, db.url
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgchain"))
+        .args(["run", "-c", path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while db.i64("select count(*) from t.seen").await < 10 {
+        assert!(start.elapsed() < Duration::from_secs(60), "nothing applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+
+    let seen = db.i64("select count(*) from t.seen").await;
+    assert!(seen < 200, "stopped mid-burst ({seen})");
+    // Every chain that started finished and recorded its offset.
+    let ledger = db
+        .i64("select coalesce(sum(applied_through + 1), 0)::bigint from pgchain.offsets")
+        .await;
+    assert_eq!(ledger, seen);
+}
+
+#[test]
+fn docker_compose_runs_migrate_then_pgchain_against_kafka_and_postgres() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    let mut compose: serde_yaml::Value =
+        serde_yaml::from_str(&text).expect("docker-compose.yml parses");
+    compose.apply_merge().expect("merge keys resolve");
+    let services = &compose["services"];
+    for s in ["postgres", "kafka", "migrate", "pgchain"] {
+        assert!(services.get(s).is_some(), "service {s}");
+    }
+    let cmd = |s: &str| {
+        services[s]["command"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(cmd("migrate"), ["migrate"]);
+    assert_eq!(cmd("pgchain"), ["run", "-c", "pipelines.yaml"]);
+    let env = &services["pgchain"]["environment"];
+    assert_eq!(env["KAFKA_BROKERS"].as_str(), Some("kafka:9092"));
+    assert!(
+        env["DATABASE_URL"]
+            .as_str()
+            .unwrap()
+            .contains("@postgres:5432/")
+    );
+    assert_eq!(
+        services["pgchain"]["depends_on"]["migrate"]["condition"].as_str(),
+        Some("service_completed_successfully")
+    );
+    assert_eq!(
+        services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"].as_str(),
+        Some("broker,controller")
+    );
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("ENTRYPOINT [\"pgchain\"]"));
+}

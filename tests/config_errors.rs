@@ -1,0 +1,122 @@
+//! Bad pipelines.yaml files and the exact messages a user gets for them.
+
+use pgchain::config::Config;
+use std::path::Path;
+
+const GOOD_HEAD: &str = "kafka:\n  brokers: k:9092\npipelines:\n";
+
+fn problems(text: &str) -> Vec<String> {
+    let env = |name: &str| match name {
+        "SET" => Some("value".to_string()),
+        _ => None,
+    };
+    match Config::from_text(text, Path::new("pipelines.yaml"), env) {
+        Ok(_) => vec![],
+        Err(e) => e.problems,
+    }
+}
+
+#[test]
+fn bad_files_name_file_line_and_key() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "unknown key",
+            "kafka:\n  brokers: k:9092\npipelines:\n  p:\n    topic: t\n    chian: [a.b]\n",
+            &[
+                "pipelines.yaml:6: pipelines.p: unknown field `chian`, expected one of `topic`, `topics`, `format`, `table`, `key`, `system`, `tombstones`, `chain`",
+            ],
+        ),
+        (
+            "unknown top-level key",
+            "kafka:\n  brokers: k:9092\npipelnes: {}\n",
+            &[
+                "pipelines.yaml:3: unknown field `pipelnes`, expected one of `kafka`, `postgres`, `pipelines`",
+            ],
+        ),
+        (
+            "unknown format",
+            "kafka:\n  brokers: k:9092\npipelines:\n  p:\n    topic: t\n    format: avro\n    chain: [a.b]\n",
+            &[
+                "pipelines.yaml:6: pipelines.p.format: unknown variant `avro`, expected one of `debezium`, `ogg`, `json`",
+            ],
+        ),
+        (
+            "missing chain",
+            "kafka:\n  brokers: k:9092\npipelines:\n  p:\n    topic: t\n",
+            &["pipelines.yaml:5: pipelines.p: missing field `chain`"],
+        ),
+        (
+            "unset variable",
+            "kafka:\n  brokers: ${NOPE}\npipelines:\n  p: {topic: '${ALSO_NOPE}', chain: [a.b]}\n",
+            &[
+                "pipelines.yaml:2: environment variable `NOPE` is not set (write ${NOPE:-default} to give a default)",
+                "pipelines.yaml:4: environment variable `ALSO_NOPE` is not set (write ${ALSO_NOPE:-default} to give a default)",
+            ],
+        ),
+        (
+            "every semantic problem at once",
+            "kafka:\n  brokers: ''\n  options:\n    enable.auto.commit: false\npipelines:\n  a:\n    topic: t\n    chain: []\n  b:\n    topic: t\n    chain:\n      - l1.ok\n      - L1.Bad\n      - noschema\n  c:\n    topic: j\n    format: json\n    chain: [x.y]\n",
+            &[
+                "pipelines.yaml:2: `kafka.brokers` is empty",
+                "pipelines.yaml:4: kafka option `enable.auto.commit` is set by pgchain itself (exactly-once depends on it)",
+                "pipelines.yaml:8: pipeline `a` has an empty chain",
+                "pipelines.yaml:13: pipeline `b`: step `L1.Bad` is not `schema.procedure` (lower-case letters, digits and `_`, each part at most 63 bytes)",
+                "pipelines.yaml:14: pipeline `b`: step `noschema` is not `schema.procedure` (lower-case letters, digits and `_`, each part at most 63 bytes)",
+                "pipelines.yaml:9: pipelines `a` and `b` both route topic `t` (every table)",
+                "pipelines.yaml:17: pipeline `c`: format `json` needs `key:` (the key columns of the row)",
+            ],
+        ),
+        (
+            "one topic, two formats",
+            "kafka:\n  brokers: k\npipelines:\n  a:\n    topic: t\n    table: x\n    chain: [a.b]\n  b:\n    topic: t\n    table: y\n    format: ogg\n    chain: [a.b]\n",
+            &[
+                "pipelines.yaml:11: topic `t` is read as Debezium by pipeline `a` and as Ogg by `b`; one topic has one format",
+            ],
+        ),
+        (
+            "same table routed twice",
+            "kafka:\n  brokers: k\npipelines:\n  a:\n    topics: [t, u]\n    table: CRM.CONTACT\n    chain: [a.b]\n  b:\n    topic: u\n    table: crm.contact\n    chain: [a.b]\n",
+            &["pipelines.yaml:8: pipelines `a` and `b` both route topic `u` (table `crm.contact`)"],
+        ),
+        (
+            "no topic",
+            "kafka:\n  brokers: k\npipelines:\n  a:\n    chain: [a.b]\n",
+            &["pipelines.yaml:4: pipeline `a` has no `topic` or `topics`"],
+        ),
+        (
+            "syntax error",
+            "kafka:\n  brokers: 'k\npipelines: {}\n",
+            &[
+                "pipelines.yaml:4: found unexpected end of stream at line 4 column 1, while scanning a quoted scalar at line 2 column 12",
+            ],
+        ),
+    ];
+    for (what, text, want) in cases {
+        assert_eq!(problems(text), *want, "case: {what}");
+    }
+}
+
+#[test]
+fn a_good_file_keeps_declaration_order_and_fills_the_environment() {
+    let text = format!(
+        "{GOOD_HEAD}  z:\n    topic: ${{SET}}\n    chain: [a.b]\n  a:\n    topic: t2\n    chain: [a.b, c.d]\n"
+    );
+    let config = Config::from_text(&text, Path::new("p.yaml"), |n| {
+        (n == "SET").then(|| "orders".to_string())
+    })
+    .unwrap();
+    assert_eq!(config.pipelines.keys().collect::<Vec<_>>(), ["z", "a"]);
+    assert_eq!(config.pipelines["z"].topic.as_deref(), Some("orders"));
+    assert_eq!(config.kafka.group_id, "pgchain");
+    assert_eq!(
+        config.postgres.url,
+        "postgres://postgres@127.0.0.1:5432/postgres"
+    );
+}
+
+#[test]
+fn the_shipped_examples_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = Config::load(&root.join("pipelines.yaml")).expect("pipelines.yaml");
+    assert_eq!(config.pipelines.len(), 3);
+}

@@ -1,6 +1,272 @@
-//! placeholder
+//! `pgchain bench`: events/s and chain latency of pgchain against the
+//! direct-SQL limit, on librdkafka's mock cluster and the local PostgreSQL.
+//!
+//! The chain is one step that upserts the event's row. The direct-SQL limit
+//! calls the same procedure with the same events, one transaction per event,
+//! without Kafka: once on one connection, and once on as many connections as
+//! pgchain has partitions (pgchain runs partitions in parallel).
+
+use crate::config::Config;
+use crate::dispatcher::Dispatcher;
+use crate::kafka::{self, Record};
+use anyhow::Context;
+use rdkafka::mocking::MockCluster;
+use serde_json::json;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio_postgres::types::Json;
+
 #[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {}
-pub async fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+pub struct BenchArgs {
+    /// Events to run through each contender.
+    #[arg(long, default_value_t = 100_000)]
+    pub events: usize,
+    /// Partitions of the bench topic (and connections of the parallel direct run).
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Distinct row keys the events update.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: usize,
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub database_url: String,
+    #[arg(long, default_value = "pgchain_bench")]
+    pub database: String,
+    #[arg(long, default_value = "sql/migrations")]
+    pub migrations: std::path::PathBuf,
+}
+
+const BENCH_SQL: &str = "
+create schema bench;
+create table bench.target (id bigint primary key, name text, version int, source_ts_ms bigint);
+-- The benchmark step: upsert the row the event carries.
+create procedure bench.upsert(inout ev jsonb) language plpgsql as $$
+begin
+  insert into bench.target (id, name, version, source_ts_ms)
+  values ((ev->'key'->>'id')::bigint, ev->'after'->>'name', (ev->'after'->>'version')::int,
+          (ev->'source'->>'ts_ms')::bigint)
+  on conflict (id) do update
+     set name = excluded.name, version = excluded.version, source_ts_ms = excluded.source_ts_ms;
+end $$;";
+
+/// Throughput and latency of one contender.
+struct Figures {
+    events: usize,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+impl Figures {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn line(&self, name: &str) -> String {
+        let mut l = self.latencies_us.clone();
+        l.sort_unstable();
+        let pct = |p: f64| {
+            l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0)
+        };
+        format!(
+            "{name:<34} {:>9.0} events/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+            self.rate(),
+            pct(0.50) as f64 / 1000.0,
+            pct(0.99) as f64 / 1000.0
+        )
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let url = crate::db::recreate_database(&args.database_url, &args.database).await?;
+    crate::db::migrate(&url, &args.migrations).await?;
+    crate::db::connect(&url)
+        .await?
+        .batch_execute(BENCH_SQL)
+        .await?;
+    println!(
+        "pgchain bench: {} events, {} partitions, {} keys, one-step chain bench.upsert; {} cores",
+        args.events,
+        args.partitions,
+        args.keys,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    let events = sample(&args);
+    let pgchain = through_pgchain(&args, &url, &events).await?;
+    let direct_1 = direct(&url, &events, 1, false).await?;
+    let direct_n = direct(&url, &events, args.partitions as usize, false).await?;
+    let ledger_n = direct(&url, &events, args.partitions as usize, true).await?;
+
+    println!("{}", pgchain.line("pgchain (Kafka → chain → commit)"));
+    println!("{}", direct_1.line("direct CALL, 1 connection"));
+    println!(
+        "{}",
+        direct_n.line(&format!("direct CALL, {} connections", args.partitions))
+    );
+    println!(
+        "{}",
+        ledger_n.line(&format!(
+            "apply_event without Kafka, {} conns",
+            args.partitions
+        ))
+    );
+    println!(
+        "ratio to the direct-SQL limit: {:.2}× (1 connection), {:.2}× ({} connections)",
+        pgchain.rate() / direct_1.rate(),
+        pgchain.rate() / direct_n.rate(),
+        args.partitions
+    );
+    println!(
+        "peak RSS of this process (pgchain + embedded Kafka + producer): {} MiB",
+        peak_rss_kib() / 1024
+    );
+    Ok(())
+}
+
+/// Debezium updates, keys spread over `args.keys`, versions rising per key.
+fn sample(args: &BenchArgs) -> Vec<(i64, serde_json::Value)> {
+    (0..args.events)
+        .map(|i| {
+            let id = (i % args.keys) as i64;
+            let version = (i / args.keys) as i64 + 1;
+            let value = json!({
+                "op": if version == 1 { "c" } else { "u" },
+                "before": null,
+                "after": {"id": id, "name": format!("member {id}"), "version": version},
+                "source": {"name": "bench", "schema": "public", "table": "member", "ts_ms": i as i64}
+            });
+            (id, value)
+        })
+        .collect()
+}
+
+async fn through_pgchain(
+    args: &BenchArgs,
+    url: &str,
+    events: &[(i64, serde_json::Value)],
+) -> anyhow::Result<Figures> {
+    let cluster = MockCluster::new(1).context("cannot start the embedded Kafka")?;
+    let brokers = cluster.bootstrap_servers();
+    let topic = "bench.public.member";
+    cluster.create_topic(topic, args.partitions, 1)?;
+    let records: Vec<Record> = events
+        .iter()
+        .map(|(id, v)| Record {
+            topic: topic.to_string(),
+            key: Some(json!({"id": id}).to_string().into_bytes()),
+            value: Some(v.to_string().into_bytes()),
+        })
+        .collect();
+    {
+        let b = brokers.clone();
+        tokio::task::spawn_blocking(move || kafka::produce(&b, &records)).await??;
+    }
+    let yaml = format!(
+        "kafka:\n  brokers: {brokers}\n  group_id: bench\npostgres:\n  url: {url}\n  pool_size: {}\n\
+         pipelines:\n  bench:\n    topic: {topic}\n    chain: [bench.upsert]\n",
+        args.partitions
+    );
+    let config = Config::from_text(&yaml, Path::new("bench.yaml"), |_| None)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dispatcher = Dispatcher::new(config)?.record_latencies();
+    let stats = dispatcher.stats();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(dispatcher.run(async {
+        let _ = stop_rx.await;
+    }));
+    // The clock starts at the first applied event, after the group join.
+    let applied = |s: &crate::stats::Snapshot| s.pipelines.get("bench").map_or(0, |c| c.applied);
+    while applied(&stats.snapshot()) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let (start, before) = (Instant::now(), applied(&stats.snapshot()));
+    kafka::drained(
+        stats.clone(),
+        brokers,
+        vec![topic.to_string()],
+        Duration::from_secs(3600),
+    )
+    .await?;
+    let elapsed = start.elapsed();
+    let _ = stop_tx.send(());
+    run.await??;
+    let snap = stats.snapshot();
+    anyhow::ensure!(
+        applied(&snap) as usize == events.len(),
+        "pgchain applied {} of {}",
+        applied(&snap),
+        events.len()
+    );
+    Ok(Figures {
+        events: events.len() - before as usize,
+        elapsed,
+        latencies_us: snap.latencies_us.unwrap_or_default(),
+    })
+}
+
+/// The procedure called directly, one transaction per event, on `conns`
+/// connections (events split by key, so each key stays on one connection).
+async fn direct(
+    url: &str,
+    events: &[(i64, serde_json::Value)],
+    conns: usize,
+    via_ledger: bool,
+) -> anyhow::Result<Figures> {
+    let mut lanes: Vec<Vec<serde_json::Value>> = vec![Vec::new(); conns];
+    for (i, (id, v)) in events.iter().enumerate() {
+        let ev = json!({"op": v["op"], "key": {"id": id}, "before": null, "after": v["after"], "source": v["source"],
+                        "kafka": {"topic": "direct", "partition": 0, "offset": i, "timestamp": null}, "pipeline": "bench"});
+        lanes[*id as usize % conns].push(ev);
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (lane_no, lane) in lanes.into_iter().enumerate() {
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let client = crate::db::connect(&url).await?;
+            let sql = if via_ledger {
+                "call pgchain.apply_event('direct', 'direct', $2, $3, array['bench.upsert'], $1, null)"
+            } else {
+                "call bench.upsert($1)"
+            };
+            let stmt = client.prepare(sql).await?;
+            let mut lat = Vec::with_capacity(lane.len());
+            for (offset, ev) in lane.iter().enumerate() {
+                let t = Instant::now();
+                if via_ledger {
+                    client.query_one(&stmt, &[&Json(ev), &(lane_no as i32), &(offset as i64)]).await?;
+                } else {
+                    client.query_one(&stmt, &[&Json(ev)]).await?;
+                }
+                lat.push(t.elapsed().as_micros() as u32);
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    let mut latencies_us = Vec::new();
+    for t in tasks {
+        latencies_us.extend(t.await??);
+    }
+    Ok(Figures {
+        events: events.len(),
+        elapsed: start.elapsed(),
+        latencies_us,
+    })
+}
+
+/// Peak resident set size (VmHWM) of this process, in KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -322,6 +322,7 @@ impl PartitionWorker {
             }
         };
         tracing::Span::current().record("pipeline", route.pipeline.as_str());
+        let started = std::time::Instant::now();
         let result = chain::apply(
             &self.shared.pool,
             &self.shared.group,
@@ -333,6 +334,7 @@ impl PartitionWorker {
         .await;
         match result {
             Ok(outcome) => {
+                self.shared.stats.latency(started.elapsed());
                 self.shared
                     .stats
                     .record(&route.pipeline, |c| match outcome {

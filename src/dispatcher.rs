@@ -40,6 +40,14 @@ impl Dispatcher {
         self
     }
 
+    /// Keeps every chain latency in the stats (for the benchmark).
+    pub fn record_latencies(mut self) -> Self {
+        Arc::get_mut(&mut self.shared)
+            .expect("not running yet")
+            .stats = Stats::recording_latencies();
+        self
+    }
+
     pub fn stats(&self) -> Stats {
         self.shared.stats.clone()
     }

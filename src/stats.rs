@@ -22,6 +22,8 @@ pub struct Snapshot {
     pub next_offsets: HashMap<(String, i32), i64>,
     /// (topic, partition) → why it stopped.
     pub stuck: HashMap<(String, i32), String>,
+    /// Chain latencies in microseconds, kept only when asked for (the bench).
+    pub latencies_us: Option<Vec<u32>>,
 }
 
 /// Shared, cheap to clone.
@@ -29,6 +31,21 @@ pub struct Snapshot {
 pub struct Stats(Arc<Mutex<Snapshot>>);
 
 impl Stats {
+    /// Stats that also keep every chain latency (for `pgchain bench`).
+    pub fn recording_latencies() -> Stats {
+        Stats(Arc::new(Mutex::new(Snapshot {
+            latencies_us: Some(Vec::new()),
+            ..Snapshot::default()
+        })))
+    }
+
+    pub fn latency(&self, d: std::time::Duration) {
+        let mut s = self.0.lock().expect("stats lock");
+        if let Some(l) = s.latencies_us.as_mut() {
+            l.push(d.as_micros().min(u32::MAX as u128) as u32);
+        }
+    }
+
     pub fn record(&self, pipeline: &str, f: impl FnOnce(&mut PipelineCounts)) {
         let mut s = self.0.lock().expect("stats lock");
         f(s.pipelines.entry(pipeline.to_string()).or_default());

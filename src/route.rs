@@ -226,3 +226,92 @@ fn qualified(schema: Option<&str>, table: Option<&str>) -> String {
         _ => "(none)".to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn router(pipelines: &str) -> Router {
+        let text = format!("kafka:\n  brokers: k\npipelines:\n{pipelines}");
+        Router::new(&Config::from_text(&text, Path::new("t.yaml"), |_| None).unwrap())
+    }
+
+    fn msg<'a>(topic: &'a str, key: Option<&'a [u8]>, value: Option<&'a [u8]>) -> Message<'a> {
+        Message {
+            topic,
+            partition: 1,
+            offset: 7,
+            timestamp: Some(5),
+            key,
+            value,
+        }
+    }
+
+    #[test]
+    fn tombstones_are_skipped_or_delivered_as_deletes() {
+        let r = router(
+            "  a:\n    topic: t\n    chain: [a.b]\n  b:\n    topic: u\n    tombstones: deliver\n    chain: [a.b]\n",
+        );
+        match r.route(&msg("t", Some(br#"{"id":1}"#), None)).unwrap() {
+            Routed::Skip { pipeline, reason } => {
+                assert_eq!((pipeline.as_deref(), reason), (Some("a"), "tombstone"))
+            }
+            other => panic!("{other:?}"),
+        }
+        match r.route(&msg("u", Some(br#"{"id":1}"#), None)).unwrap() {
+            Routed::Event(ev, route) => {
+                assert_eq!((ev.op, route.pipeline.as_str()), (Op::Delete, "b"));
+                assert_eq!(ev.key["id"], 1);
+                assert_eq!((ev.kafka.partition, ev.kafka.offset), (1, 7));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn table_filters_pick_the_pipeline_and_fill_the_key() {
+        let r = router(
+            "  any:\n    topic: ogg\n    format: ogg\n    key: [ID]\n    chain: [a.b]\n\
+             \x20 orders:\n    topic: ogg\n    format: ogg\n    table: shop.orders\n    key: [ORDER_ID]\n    system: erp\n    chain: [s.orders]\n",
+        );
+        let orders = br#"{"table":"SHOP.ORDERS","op_type":"I","after":{"ORDER_ID":5,"ID":9}}"#;
+        let Routed::Event(ev, route) = r.route(&msg("ogg", None, Some(orders))).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (route.pipeline.as_str(), ev.source.system.as_str()),
+            ("orders", "erp")
+        );
+        assert_eq!(
+            serde_json::Value::Object(ev.key.clone()),
+            serde_json::json!({"ORDER_ID": 5})
+        );
+        let other = br#"{"table":"SHOP.ITEMS","op_type":"I","after":{"ID":9}}"#;
+        let Routed::Event(ev, route) = r.route(&msg("ogg", None, Some(other))).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (route.pipeline.as_str(), ev.source.system.as_str()),
+            ("any", "any")
+        );
+        assert_eq!(ev.key["ID"], 9);
+    }
+
+    #[test]
+    fn unroutable_and_keyless_messages_are_errors() {
+        let r = router("  a:\n    topic: t\n    format: ogg\n    table: x.y\n    chain: [a.b]\n");
+        let other = br#"{"table":"X.Z","op_type":"I","after":{"ID":1}}"#;
+        assert_eq!(
+            r.route(&msg("t", None, Some(other))).unwrap_err(),
+            RouteError::Unroutable("no pipeline on topic `t` takes table `X.Z`".into())
+        );
+        let keyless = br#"{"table":"X.Y","op_type":"I","after":{"ID":1}}"#;
+        assert_eq!(
+            r.route(&msg("t", None, Some(keyless))).unwrap_err(),
+            RouteError::Undecodable(
+                "the message carries no key; set `key:` on pipeline `a`".into()
+            )
+        );
+    }
+}

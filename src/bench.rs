@@ -27,6 +27,9 @@ pub struct BenchArgs {
     /// Distinct row keys the events update.
     #[arg(long, default_value_t = 10_000)]
     pub keys: usize,
+    /// postgres.max_batch of the batched run (the other run uses 1).
+    #[arg(long, default_value_t = 32)]
+    pub max_batch: usize,
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -38,6 +41,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "sql/migrations")]
     pub migrations: std::path::PathBuf,
 }
+
+const TOPIC: &str = "bench.public.member";
 
 const BENCH_SQL: &str = "
 create schema bench;
@@ -97,12 +102,34 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
 
     let events = sample(&args);
-    let pgchain = through_pgchain(&args, &url, &events).await?;
+    let cluster = MockCluster::new(1).context("cannot start the embedded Kafka")?;
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic(TOPIC, args.partitions, 1)?;
+    let records: Vec<Record> = events
+        .iter()
+        .map(|(id, v)| Record {
+            topic: TOPIC.to_string(),
+            key: Some(json!({"id": id}).to_string().into_bytes()),
+            value: Some(v.to_string().into_bytes()),
+        })
+        .collect();
+    {
+        let b = brokers.clone();
+        tokio::task::spawn_blocking(move || kafka::produce(&b, &records)).await??;
+    }
+    // Two consumer groups read the same topic; each has its own ledger.
+    let single = through_pgchain(&args, &url, &brokers, events.len(), 1).await?;
+    let batched = through_pgchain(&args, &url, &brokers, events.len(), args.max_batch).await?;
+    drop(cluster);
     let direct_1 = direct(&url, &events, 1, false).await?;
     let direct_n = direct(&url, &events, args.partitions as usize, false).await?;
     let ledger_n = direct(&url, &events, args.partitions as usize, true).await?;
 
-    println!("{}", pgchain.line("pgchain (Kafka → chain → commit)"));
+    println!("{}", single.line("pgchain, one transaction per event"));
+    println!(
+        "{}",
+        batched.line(&format!("pgchain, max_batch {}", args.max_batch))
+    );
     println!("{}", direct_1.line("direct CALL, 1 connection"));
     println!(
         "{}",
@@ -115,12 +142,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.partitions
         ))
     );
-    println!(
-        "ratio to the direct-SQL limit: {:.2}× (1 connection), {:.2}× ({} connections)",
-        pgchain.rate() / direct_1.rate(),
-        pgchain.rate() / direct_n.rate(),
-        args.partitions
-    );
+    for (name, f) in [
+        ("one transaction per event", &single),
+        ("batched", &batched),
+    ] {
+        println!(
+            "ratio to the direct-SQL limit, {name}: {:.2}× (1 connection), {:.2}× ({} connections)",
+            f.rate() / direct_1.rate(),
+            f.rate() / direct_n.rate(),
+            args.partitions
+        );
+    }
     println!(
         "peak RSS of this process (pgchain + embedded Kafka + producer): {} MiB",
         peak_rss_kib() / 1024
@@ -148,26 +180,13 @@ fn sample(args: &BenchArgs) -> Vec<(i64, serde_json::Value)> {
 async fn through_pgchain(
     args: &BenchArgs,
     url: &str,
-    events: &[(i64, serde_json::Value)],
+    brokers: &str,
+    total: usize,
+    max_batch: usize,
 ) -> anyhow::Result<Figures> {
-    let cluster = MockCluster::new(1).context("cannot start the embedded Kafka")?;
-    let brokers = cluster.bootstrap_servers();
-    let topic = "bench.public.member";
-    cluster.create_topic(topic, args.partitions, 1)?;
-    let records: Vec<Record> = events
-        .iter()
-        .map(|(id, v)| Record {
-            topic: topic.to_string(),
-            key: Some(json!({"id": id}).to_string().into_bytes()),
-            value: Some(v.to_string().into_bytes()),
-        })
-        .collect();
-    {
-        let b = brokers.clone();
-        tokio::task::spawn_blocking(move || kafka::produce(&b, &records)).await??;
-    }
+    let topic = TOPIC;
     let yaml = format!(
-        "kafka:\n  brokers: {brokers}\n  group_id: bench\npostgres:\n  url: {url}\n  pool_size: {}\n\
+        "kafka:\n  brokers: {brokers}\n  group_id: bench-{max_batch}\npostgres:\n  url: {url}\n  pool_size: {}\n  max_batch: {max_batch}\n\
          pipelines:\n  bench:\n    topic: {topic}\n    chain: [bench.upsert]\n",
         args.partitions
     );
@@ -187,7 +206,7 @@ async fn through_pgchain(
     let (start, before) = (Instant::now(), applied(&stats.snapshot()));
     kafka::drained(
         stats.clone(),
-        brokers,
+        brokers.to_string(),
         vec![topic.to_string()],
         Duration::from_secs(3600),
     )
@@ -197,13 +216,12 @@ async fn through_pgchain(
     run.await??;
     let snap = stats.snapshot();
     anyhow::ensure!(
-        applied(&snap) as usize == events.len(),
-        "pgchain applied {} of {}",
-        applied(&snap),
-        events.len()
+        applied(&snap) as usize == total,
+        "pgchain applied {} of {total}",
+        applied(&snap)
     );
     Ok(Figures {
-        events: events.len() - before as usize,
+        events: total - before as usize,
         elapsed,
         latencies_us: snap.latencies_us.unwrap_or_default(),
     })

@@ -14,6 +14,7 @@ use tokio_postgres::types::Json;
 use tokio_util::sync::CancellationToken;
 
 const APPLY: &str = "call pgchain.apply_event($1, $2, $3, $4, $5, $6, null)";
+const APPLY_BATCH: &str = "call pgchain.apply_batch($1, $2, $3, $4, $5, $6, null)";
 
 /// What `pgchain.apply_event` reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +92,11 @@ pub async fn apply_once(
         )
         .await
         .map_err(|e| db_error(&e))?;
-    match row.get::<_, Option<&str>>(0) {
+    outcome(row.get::<_, Option<&str>>(0))
+}
+
+fn outcome(status: Option<&str>) -> Result<Outcome, ChainError> {
+    match status {
         Some("applied") => Ok(Outcome::Applied),
         Some("filtered") => Ok(Outcome::Filtered),
         Some("skipped") => Ok(Outcome::Skipped),
@@ -99,12 +104,50 @@ pub async fn apply_once(
             class: ErrorClass::Data,
             sqlstate: None,
             step: None,
-            message: format!(
-                "pgchain.apply_event returned {other:?}; is the pgchain schema migrated?"
-            ),
+            message: format!("pgchain returned status {other:?}; is the pgchain schema migrated?"),
             detail: None,
         }),
     }
+}
+
+/// Runs events of one partition (in offset order) in one transaction; each
+/// still runs its whole chain. An error rolls back the whole batch.
+pub async fn apply_batch_once(
+    pool: &Pool,
+    group: &str,
+    batch: &[(&ChangeEvent, &Route)],
+) -> Result<Vec<Outcome>, ChainError> {
+    let Some((first, _)) = batch.first() else {
+        return Ok(Vec::new());
+    };
+    let offsets: Vec<i64> = batch.iter().map(|(ev, _)| ev.kafka.offset).collect();
+    let chains: Vec<String> = batch.iter().map(|(_, r)| r.steps.join(",")).collect();
+    let evs: Vec<Json<serde_json::Value>> =
+        batch.iter().map(|(ev, _)| Json(ev.to_json())).collect();
+    let client = pool.get().await.map_err(pool_error)?;
+    let stmt = client
+        .prepare_cached(APPLY_BATCH)
+        .await
+        .map_err(|e| db_error(&e))?;
+    let row = client
+        .query_one(
+            &stmt,
+            &[
+                &group,
+                &first.kafka.topic,
+                &first.kafka.partition,
+                &offsets,
+                &chains,
+                &evs,
+            ],
+        )
+        .await
+        .map_err(|e| db_error(&e))?;
+    let statuses: Vec<Option<String>> = row.get(0);
+    if statuses.len() != batch.len() {
+        return Err(outcome(None).unwrap_err());
+    }
+    statuses.iter().map(|s| outcome(s.as_deref())).collect()
 }
 
 /// Backoff between attempts: doubles from `initial` up to `max`.
@@ -142,26 +185,38 @@ pub async fn apply(
     backoff: Backoff,
     stop: &CancellationToken,
 ) -> Result<Outcome, Failure> {
+    retrying(backoff, stop, true, || apply_once(pool, group, ev, route)).await
+}
+
+/// Calls `attempt` until it succeeds, fails with an error not worth retrying,
+/// or `stop` fires while waiting. Transient errors are always retried; a
+/// missing dependency only when `retry_dependency`.
+pub async fn retrying<T, F, Fut>(
+    backoff: Backoff,
+    stop: &CancellationToken,
+    retry_dependency: bool,
+    mut attempt: F,
+) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ChainError>>,
+{
     let mut delay = backoff.initial;
-    let mut attempt = 1u32;
+    let mut tries = 1u32;
     loop {
-        let err = match apply_once(pool, group, ev, route).await {
-            Ok(outcome) => return Ok(outcome),
-            Err(e) if e.class == ErrorClass::Data => return Err(Failure::Fatal(e)),
-            Err(e) => e,
+        let err = match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.class == ErrorClass::Transient => e,
+            Err(e) if e.class == ErrorClass::DependencyMissing && retry_dependency => e,
+            Err(e) => return Err(Failure::Fatal(e)),
         };
-        tracing::warn!(
-            attempt,
-            retry_in_ms = delay.as_millis() as u64,
-            class = ?err.class,
-            "chain failed, retrying: {err}"
-        );
+        tracing::warn!(attempt = tries, retry_in_ms = delay.as_millis() as u64, class = ?err.class, "chain failed, retrying: {err}");
         tokio::select! {
             _ = stop.cancelled() => return Err(Failure::Interrupted),
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(backoff.max);
-        attempt += 1;
+        tries += 1;
     }
 }
 

@@ -7,26 +7,30 @@
 //! One thread polls the consumer and serves rebalances. On assignment it reads
 //! each partition's applied position from `pgchain.offsets`, splits the
 //! partition onto its own queue (before `assign`, so no message can reach the
-//! main queue) and starts a worker thread that runs that partition's events
-//! strictly in order. On revocation and shutdown it stops the workers (each
-//! finishes the chain in flight), then commits synchronously.
+//! main queue) and starts a worker task on the tokio runtime that runs that
+//! partition's events strictly in order, woken by librdkafka when its queue
+//! fills. On revocation and shutdown it stops the workers (each finishes the
+//! chain in flight), then commits synchronously.
 
 use crate::chain::{self, Backoff, Failure, Outcome};
-use crate::route::{Message as RouteMessage, RouteError, Routed, Router};
+use crate::event::ChangeEvent;
+use crate::route::{Message as RouteMessage, Route, RouteError, Routed, Router};
 use crate::stats::Stats;
 use deadpool_postgres::Pool;
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 pub type ChainConsumer = BaseConsumer<ChainContext>;
 
@@ -38,11 +42,13 @@ pub struct Shared {
     pub group: String,
     pub stats: Stats,
     pub backoff: Backoff,
+    /// Most events of one partition run in one transaction.
+    pub max_batch: usize,
 }
 
 struct Worker {
     stop: CancellationToken,
-    thread: JoinHandle<()>,
+    task: JoinHandle<()>,
 }
 
 pub struct ChainContext {
@@ -95,9 +101,12 @@ impl ChainContext {
             return;
         }
         let mut workers = self.workers.lock().expect("workers lock");
-        for ((topic, partition), queue) in queues {
+        for ((topic, partition), mut queue) in queues {
             info!(topic, partition, resume_after = ?positions.get(&(topic.clone(), partition)), "partition assigned");
             let stop = CancellationToken::new();
+            let wake = Arc::new(Notify::new());
+            let waker = wake.clone();
+            queue.set_nonempty_callback(move || waker.notify_one());
             let worker = PartitionWorker {
                 shared: self.shared.clone(),
                 consumer: consumer.clone(),
@@ -105,11 +114,8 @@ impl ChainContext {
                 partition,
                 stop: stop.clone(),
             };
-            let thread = std::thread::Builder::new()
-                .name(format!("pgchain-{topic}-{partition}"))
-                .spawn(move || worker.run(queue))
-                .expect("spawn partition worker");
-            workers.insert((topic, partition), Worker { stop, thread });
+            let task = self.shared.handle.spawn(worker.run(queue, wake));
+            workers.insert((topic, partition), Worker { stop, task });
         }
     }
 
@@ -142,9 +148,12 @@ impl ChainContext {
         for w in &stopped {
             w.stop.cancel();
         }
-        for w in stopped {
-            let _ = w.thread.join();
-        }
+        // Called on the poll thread, outside the runtime: wait for the tasks.
+        self.shared.handle.block_on(async {
+            for w in stopped {
+                let _ = w.task.await;
+            }
+        });
     }
 
     /// Applied positions from the ledger. The database is retried for a
@@ -236,21 +245,63 @@ enum Step {
     Stuck(String),
 }
 
+/// A routed message waiting to run.
+enum Item {
+    Run(Box<ChangeEvent>, Arc<Route>),
+    /// Nothing to run (a skipped tombstone); only its offset counts.
+    Skip {
+        pipeline: Option<String>,
+        offset: i64,
+    },
+}
+
+impl Item {
+    fn offset(&self) -> i64 {
+        match self {
+            Item::Run(ev, _) => ev.kafka.offset,
+            Item::Skip { offset, .. } => *offset,
+        }
+    }
+}
+
 impl PartitionWorker {
-    fn run(self, queue: rdkafka::consumer::base_consumer::PartitionQueue<ChainContext>) {
+    async fn run(self, queue: PartitionQueue<ChainContext>, wake: Arc<Notify>) {
         while !self.stop.is_cancelled() {
-            let msg = match queue.poll(Duration::from_millis(100)) {
-                None => continue,
-                Some(Ok(msg)) => msg,
-                Some(Err(e)) => {
-                    warn!(
-                        topic = self.topic,
-                        partition = self.partition,
-                        "consume error: {e}"
-                    );
-                    continue;
+            // Take what is already waiting, up to max_batch; never wait to fill.
+            let mut msgs: Vec<OwnedMessage> = Vec::new();
+            while msgs.len() < self.shared.max_batch {
+                match queue.poll(Duration::ZERO) {
+                    None => break,
+                    Some(Ok(msg)) => msgs.push(msg.detach()),
+                    Some(Err(e)) => {
+                        warn!(
+                            topic = self.topic,
+                            partition = self.partition,
+                            "consume error: {e}"
+                        );
+                        break;
+                    }
                 }
-            };
+            }
+            if msgs.is_empty() {
+                // librdkafka wakes us when the queue fills.
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = self.stop.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                continue;
+            }
+            if !self.run_messages(&msgs).await {
+                break;
+            }
+        }
+    }
+
+    /// Routes and runs `msgs` in offset order; false when the worker must stop.
+    async fn run_messages(&self, msgs: &[OwnedMessage]) -> bool {
+        let mut items = Vec::with_capacity(msgs.len());
+        for msg in msgs {
             let view = RouteMessage {
                 topic: msg.topic(),
                 partition: msg.partition(),
@@ -259,93 +310,164 @@ impl PartitionWorker {
                 key: msg.key(),
                 value: msg.payload(),
             };
-            let span = tracing::info_span!(
-                "event",
-                topic = view.topic,
-                partition = view.partition,
-                offset = view.offset,
-                pipeline = tracing::field::Empty
-            );
-            let step = self
-                .shared
-                .handle
-                .block_on(self.process(&view).instrument(span));
-            match step {
-                Step::Done => {
-                    if let Err(e) =
-                        self.consumer
-                            .store_offset(&self.topic, self.partition, view.offset)
-                    {
-                        warn!(
-                            topic = self.topic,
-                            partition = self.partition,
-                            "cannot store offset: {e}"
-                        );
+            match self.shared.router.route(&view) {
+                Ok(Routed::Event(ev, route)) => items.push(Item::Run(ev, route)),
+                Ok(Routed::Skip {
+                    pipeline,
+                    reason: _,
+                }) => items.push(Item::Skip {
+                    pipeline,
+                    offset: view.offset,
+                }),
+                Err(e @ (RouteError::Undecodable(_) | RouteError::Unroutable(_))) => {
+                    // What came before it still runs; the partition stops here.
+                    if !self.run_items(&items).await {
+                        return false;
                     }
-                    self.shared
-                        .stats
-                        .processed(&self.topic, self.partition, view.offset);
-                }
-                Step::Interrupted => break,
-                Step::Stuck(why) => {
-                    error!(
-                        topic = self.topic,
-                        partition = self.partition,
-                        offset = view.offset,
-                        "partition stopped: {why}; nothing after this offset is applied or committed until it is fixed and pgchain restarts"
-                    );
-                    self.shared.stats.stuck(&self.topic, self.partition, why);
-                    let mut tpl = TopicPartitionList::new();
-                    tpl.add_partition(&self.topic, self.partition);
-                    let _ = self.consumer.pause(&tpl);
-                    self.shared.handle.block_on(self.stop.cancelled());
-                    break;
+                    self.stuck(view.offset, e.to_string()).await;
+                    return false;
                 }
             }
         }
+        self.run_items(&items).await
     }
 
-    async fn process(&self, msg: &RouteMessage<'_>) -> Step {
-        let (event, route) = match self.shared.router.route(msg) {
-            Ok(Routed::Event(event, route)) => (event, route),
-            Ok(Routed::Skip {
-                pipeline,
-                reason: _,
-            }) => {
-                if let Some(p) = pipeline {
-                    self.shared.stats.record(&p, |c| c.tombstones += 1);
+    /// Runs `items` as one batch when there are several; if the batch fails
+    /// for a reason other than a transient one, runs them one by one so the
+    /// failing event is found and reported exactly as on its own.
+    async fn run_items(&self, items: &[Item]) -> bool {
+        let runs: Vec<(&ChangeEvent, &Route)> = items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Run(ev, route) => Some((ev.as_ref(), route.as_ref())),
+                Item::Skip { .. } => None,
+            })
+            .collect();
+        if runs.len() >= 2 {
+            let started = std::time::Instant::now();
+            let shared = &self.shared;
+            let result = chain::retrying(shared.backoff, &self.stop, false, || {
+                chain::apply_batch_once(&shared.pool, &shared.group, &runs)
+            })
+            .await;
+            match result {
+                Ok(outcomes) => {
+                    for ((_, route), outcome) in runs.iter().zip(outcomes) {
+                        self.shared.stats.latency(started.elapsed());
+                        self.count(&route.pipeline, outcome);
+                    }
+                    for item in items {
+                        if let Item::Skip {
+                            pipeline: Some(p), ..
+                        } = item
+                        {
+                            self.shared.stats.record(p, |c| c.tombstones += 1);
+                        }
+                    }
+                    if let Some(last) = items.last() {
+                        self.done(last.offset());
+                    }
+                    return true;
                 }
-                return Step::Done;
+                Err(Failure::Interrupted) => return false,
+                Err(Failure::Fatal(e)) => {
+                    debug!(
+                        topic = self.topic,
+                        partition = self.partition,
+                        "batch failed ({e}); running its events one by one"
+                    );
+                }
             }
-            Err(e @ (RouteError::Undecodable(_) | RouteError::Unroutable(_))) => {
-                return Step::Stuck(e.to_string());
+        }
+        for item in items {
+            match item {
+                Item::Skip { pipeline, offset } => {
+                    if let Some(p) = pipeline {
+                        self.shared.stats.record(p, |c| c.tombstones += 1);
+                    }
+                    self.done(*offset);
+                }
+                Item::Run(ev, route) => {
+                    let span = tracing::info_span!(
+                        "event",
+                        topic = ev.kafka.topic,
+                        partition = ev.kafka.partition,
+                        offset = ev.kafka.offset,
+                        pipeline = route.pipeline
+                    );
+                    match self.run_one(ev, route).instrument(span).await {
+                        Step::Done => self.done(ev.kafka.offset),
+                        Step::Interrupted => return false,
+                        Step::Stuck(why) => {
+                            self.stuck(ev.kafka.offset, why).await;
+                            return false;
+                        }
+                    }
+                }
             }
-        };
-        tracing::Span::current().record("pipeline", route.pipeline.as_str());
+        }
+        true
+    }
+
+    async fn run_one(&self, ev: &ChangeEvent, route: &Route) -> Step {
         let started = std::time::Instant::now();
-        let result = chain::apply(
-            &self.shared.pool,
-            &self.shared.group,
-            &event,
-            &route,
-            self.shared.backoff,
+        let shared = &self.shared;
+        match chain::apply(
+            &shared.pool,
+            &shared.group,
+            ev,
+            route,
+            shared.backoff,
             &self.stop,
         )
-        .await;
-        match result {
+        .await
+        {
             Ok(outcome) => {
-                self.shared.stats.latency(started.elapsed());
-                self.shared
-                    .stats
-                    .record(&route.pipeline, |c| match outcome {
-                        Outcome::Applied => c.applied += 1,
-                        Outcome::Filtered => c.filtered += 1,
-                        Outcome::Skipped => c.already_applied += 1,
-                    });
+                shared.stats.latency(started.elapsed());
+                self.count(&route.pipeline, outcome);
                 Step::Done
             }
             Err(Failure::Interrupted) => Step::Interrupted,
             Err(Failure::Fatal(e)) => Step::Stuck(format!("pipeline {}: {e}", route.pipeline)),
         }
+    }
+
+    fn count(&self, pipeline: &str, outcome: Outcome) {
+        self.shared.stats.record(pipeline, |c| match outcome {
+            Outcome::Applied => c.applied += 1,
+            Outcome::Filtered => c.filtered += 1,
+            Outcome::Skipped => c.already_applied += 1,
+        });
+    }
+
+    /// Everything up to `offset` is durable in PostgreSQL: let Kafka know.
+    fn done(&self, offset: i64) {
+        if let Err(e) = self
+            .consumer
+            .store_offset(&self.topic, self.partition, offset)
+        {
+            warn!(
+                topic = self.topic,
+                partition = self.partition,
+                "cannot store offset: {e}"
+            );
+        }
+        self.shared
+            .stats
+            .processed(&self.topic, self.partition, offset);
+    }
+
+    async fn stuck(&self, offset: i64, why: String) {
+        error!(
+            topic = self.topic,
+            partition = self.partition,
+            offset,
+            "partition stopped: {why}; nothing after this offset is applied or committed until it is fixed and pgchain restarts"
+        );
+        self.shared.stats.stuck(&self.topic, self.partition, why);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, self.partition);
+        let _ = self.consumer.pause(&tpl);
+        self.stop.cancelled().await;
     }
 }

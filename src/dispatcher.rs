@@ -29,6 +29,7 @@ impl Dispatcher {
             group: config.kafka.group_id.clone(),
             stats: Stats::default(),
             backoff: Backoff::default(),
+            max_batch: config.postgres.max_batch,
         });
         Ok(Dispatcher { config, shared })
     }

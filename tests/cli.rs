@@ -95,11 +95,15 @@ async fn migrate_applies_once_and_refuses_a_changed_applied_file() {
     let db = TestDb::new("migrate").await;
     let dir = temp_dir("migrate");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for f in ["V1__pgchain_schema.sql", "V2__customer_example.sql"] {
-        std::fs::copy(root.join("sql/migrations").join(f), dir.join(f)).unwrap();
+    for f in std::fs::read_dir(root.join("sql/migrations")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), dir.join(f.file_name())).unwrap();
     }
-    let third = "create table l0.extra (id int primary key);\n";
-    write(&dir, "V3__extra.sql", third);
+    write(
+        &dir,
+        "V90__extra.sql",
+        "create table l0.extra (id int primary key);\n",
+    );
     let args = [
         "migrate",
         "--database-url",
@@ -114,18 +118,21 @@ async fn migrate_applies_once_and_refuses_a_changed_applied_file() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(stdout(&out), "applied 1 migration(s): V3__extra\n");
+    assert_eq!(stdout(&out), "applied 1 migration(s): V90__extra\n");
     assert_eq!(stdout(&pgchain(&args)), "applied 0 migration(s)\n");
 
     write(
         &dir,
-        "V3__extra.sql",
+        "V90__extra.sql",
         "create table l0.extra (id bigint primary key);\n",
     );
     let out = pgchain(&args);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("V3__extra"), "{err}");
+    assert!(
+        err.contains("applied migration V90__extra is different"),
+        "{err}"
+    );
     assert!(
         !err.contains("postgres://"),
         "the URL stays out of errors: {err}"

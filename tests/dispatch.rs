@@ -327,6 +327,37 @@ async fn the_ledger_skips_an_offset_it_already_applied() {
         Outcome::Applied
     );
     assert_eq!(db.i64("select count(*) from t.seen").await, 2);
+
+    // A batch skips what the ledger holds and moves it to its last offset.
+    let evs: Vec<_> = (40..=43)
+        .map(|o| {
+            let mut e = (*ev).clone();
+            e.kafka.offset = o;
+            e
+        })
+        .collect();
+    let batch: Vec<_> = evs.iter().map(|e| (e, route.as_ref())).collect();
+    let outcomes = pgchain::chain::apply_batch_once(&pool, "g1", &batch)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Skipped,
+            Outcome::Skipped,
+            Outcome::Applied,
+            Outcome::Applied
+        ]
+    );
+    assert_eq!(db.applied("g1", "items", 0).await, Some(43));
+    let offsets = db
+        .strings("select kafka_offset::text from t.seen order by seq")
+        .await;
+    assert_eq!(offsets, ["41", "41", "42", "43"]);
+    let again = pgchain::chain::apply_batch_once(&pool, "g1", &batch)
+        .await
+        .unwrap();
+    assert!(again.iter().all(|o| *o == Outcome::Skipped), "{again:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -373,7 +404,8 @@ async fn shutdown_mid_burst_then_restart_equals_an_uninterrupted_run() {
     let topic = "items";
     let kafka = Kafka::new(&[(topic, 3)]);
     kafka.produce(versions(topic, 30, 20)).await;
-    let yaml = one_pipeline(topic, "debezium", "t.record", "");
+    // 5 ms per event, so the stop lands in the middle of the burst.
+    let yaml = one_pipeline(topic, "debezium", "t.pause, t.record", "");
 
     let first = start(config(&yaml, &kafka, &db));
     first
@@ -450,11 +482,10 @@ async fn a_step_can_end_the_chain_early() {
     db.exec(TEST_STEPS).await;
     let kafka = Kafka::new(&[("items", 1)]);
     kafka.produce(versions("items", 1, 6)).await;
-    let run = start(config(
-        &one_pipeline("items", "debezium", "t.only_even, t.record", ""),
-        &kafka,
-        &db,
-    ));
+    // One transaction per event: the path every failed batch falls back to.
+    let yaml = one_pipeline("items", "debezium", "t.only_even, t.record", "")
+        .replace("pool_size: 4", "pool_size: 4\n  max_batch: 1");
+    let run = start(config(&yaml, &kafka, &db));
     run.drained(&kafka, &["items"]).await;
     let snap = run.stop().await;
     assert_eq!(

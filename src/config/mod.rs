@@ -51,6 +51,10 @@ pub struct PostgresConfig {
     /// Connections in the pool; each partition in flight holds one.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// Events of one partition that already wait run in one transaction, up
+    /// to this many (each still runs its whole chain); 1 = one per event.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
 }
 
 impl Default for PostgresConfig {
@@ -58,6 +62,7 @@ impl Default for PostgresConfig {
         PostgresConfig {
             url: default_url(),
             pool_size: default_pool_size(),
+            max_batch: default_max_batch(),
         }
     }
 }
@@ -68,6 +73,10 @@ pub fn default_url() -> String {
 
 fn default_pool_size() -> usize {
     16
+}
+
+fn default_max_batch() -> usize {
+    32
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

@@ -245,6 +245,8 @@ begin
 end $$;
 create procedure t.slow(inout ev jsonb) language plpgsql as $$
 begin perform pg_sleep(0.05); end $$;
+create procedure t.pause(inout ev jsonb) language plpgsql as $$
+begin perform pg_sleep(0.005); end $$;
 create procedure t.only_even(inout ev jsonb) language plpgsql as $$
 begin if (ev->'after'->>'version')::int % 2 = 1 then ev := null; end if; end $$;
 "#;

@@ -120,6 +120,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Two consumer groups read the same topic; each has its own ledger.
     let single = through_pgchain(&args, &url, &brokers, events.len(), 1).await?;
     let batched = through_pgchain(&args, &url, &brokers, events.len(), args.max_batch).await?;
+    let child_rss = child_peak_rss(&args, &url, &brokers, events.len()).await?;
     drop(cluster);
     let direct_1 = direct(&url, &events, 1, false).await?;
     let direct_n = direct(&url, &events, args.partitions as usize, false).await?;
@@ -154,8 +155,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "peak RSS of this process (pgchain + embedded Kafka + producer): {} MiB",
-        peak_rss_kib() / 1024
+        "peak RSS of `pgchain run` alone (a child process, max_batch {}): {} MiB",
+        args.max_batch,
+        child_rss / 1024
+    );
+    println!(
+        "peak RSS of this process (with the embedded Kafka holding every event, and the producer): {} MiB",
+        peak_rss_kib("self") / 1024
     );
     Ok(())
 }
@@ -277,9 +283,64 @@ async fn direct(
     })
 }
 
-/// Peak resident set size (VmHWM) of this process, in KiB.
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// Runs `pgchain run` as a child process over the whole topic (a third
+/// consumer group) and returns its peak RSS in KiB, read before it exits.
+async fn child_peak_rss(
+    args: &BenchArgs,
+    url: &str,
+    brokers: &str,
+    total: usize,
+) -> anyhow::Result<u64> {
+    let group = "bench-child";
+    let yaml = format!(
+        "kafka:\n  brokers: {brokers}\n  group_id: {group}\npostgres:\n  url: {url}\n  pool_size: {}\n  max_batch: {}\n\
+         pipelines:\n  bench:\n    topic: {TOPIC}\n    chain: [bench.upsert]\n",
+        args.partitions, args.max_batch
+    );
+    let path = std::env::temp_dir().join(format!("pgchain-bench-{}.yaml", std::process::id()));
+    std::fs::write(&path, yaml)?;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["run", "-c"])
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start `pgchain run`")?;
+    let pid = child.id().context("child pid")?;
+    let client = crate::db::connect(url).await?;
+    let started = Instant::now();
+    loop {
+        // Offsets start at 0 in every partition, so the ledger sums to the count.
+        let done: i64 = client
+            .query_one(
+                "select coalesce(sum(applied_through + 1), 0)::bigint from pgchain.offsets where group_id = $1",
+                &[&group],
+            )
+            .await?
+            .get(0);
+        if done as usize >= total {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(3600),
+            "the child did not drain the topic"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rss = peak_rss_kib(&pid.to_string());
+    let _ = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await;
+    let status = child.wait().await?;
+    let _ = std::fs::remove_file(&path);
+    anyhow::ensure!(status.success(), "`pgchain run` exited with {status}");
+    Ok(rss)
+}
+
+/// Peak resident set size (VmHWM) of a process (`self` or a pid), in KiB.
+fn peak_rss_kib(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()

@@ -22,5 +22,6 @@ pub mod demo;
 pub mod dispatcher;
 pub mod event;
 pub mod kafka;
+pub mod render;
 pub mod route;
 pub mod stats;

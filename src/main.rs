@@ -56,6 +56,18 @@ enum Command {
         #[arg(long, default_value = "sql/migrations")]
         migrations: PathBuf,
     },
+    /// Render `procedures:` from sql/templates into new migrations where they changed.
+    Render {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        #[arg(long, default_value = "sql/templates")]
+        templates: PathBuf,
+        #[arg(long, default_value = "sql/migrations")]
+        migrations: PathBuf,
+        /// Write nothing; fail if a procedure changed without a new migration.
+        #[arg(long)]
+        check: bool,
+    },
     /// The whole flow on an embedded Kafka and the local PostgreSQL.
     Demo(pgchain::demo::DemoArgs),
     /// Throughput and latency, against the direct-SQL limit.
@@ -101,6 +113,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             println!("applied {} migration(s){}", applied.len(), list(&applied));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Render {
+            config,
+            templates,
+            migrations,
+            check,
+        } => render(&config, &templates, &migrations, check),
         Command::Demo(args) => pgchain::demo::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => pgchain::bench::run(args).await.map(|()| ExitCode::SUCCESS),
     }
@@ -139,6 +157,55 @@ async fn check(path: &std::path::Path, no_db: bool) -> anyhow::Result<ExitCode> 
     } else {
         Ok(ExitCode::FAILURE)
     }
+}
+
+fn render(
+    config: &std::path::Path,
+    templates: &std::path::Path,
+    migrations: &std::path::Path,
+    check: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = load(config)?;
+    let rendered = match pgchain::render::render_all(&config, templates, migrations) {
+        Ok(r) => r,
+        Err(problems) => {
+            for p in problems {
+                println!("{p}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let changed: Vec<_> = rendered.iter().filter(|r| r.changed).collect();
+    if check {
+        for r in &changed {
+            match &r.latest {
+                Some(path) => println!(
+                    "{}: the template `{}` or its variables changed since {}; run `pgchain render`",
+                    r.procedure,
+                    r.template,
+                    path.display()
+                ),
+                None => println!("{}: never rendered; run `pgchain render`", r.procedure),
+            }
+        }
+        if changed.is_empty() {
+            println!("{} procedure(s) up to date", rendered.len());
+            return Ok(ExitCode::SUCCESS);
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    let written =
+        pgchain::render::write_changed(&rendered, migrations).map_err(|e| anyhow::anyhow!(e))?;
+    for (path, r) in written.iter().zip(changed) {
+        println!("wrote {} ({})", path.display(), r.procedure);
+    }
+    if written.is_empty() {
+        println!(
+            "{} procedure(s) up to date; nothing written",
+            rendered.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list(names: &[String]) -> String {

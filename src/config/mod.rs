@@ -21,6 +21,9 @@ pub struct Config {
     #[serde(default)]
     pub postgres: PostgresConfig,
     pub pipelines: IndexMap<String, Pipeline>,
+    /// Procedures rendered from templates by `pgchain render`.
+    #[serde(default)]
+    pub procedures: IndexMap<String, ProcedureSpec>,
     /// The file this came from, for messages.
     #[serde(skip)]
     pub path: PathBuf,
@@ -133,6 +136,17 @@ impl Pipeline {
     }
 }
 
+/// A stage procedure rendered from a template in `sql/templates/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcedureSpec {
+    /// Template name: `sql/templates/{template}.sql.j2`.
+    pub template: String,
+    /// Variables the template uses; a missing one is an error.
+    #[serde(default)]
+    pub vars: IndexMap<String, serde_yaml::Value>,
+}
+
 /// Every problem found in a config file, each already carrying `file:line:`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigError {
@@ -243,6 +257,29 @@ impl Config {
         }
         if self.pipelines.is_empty() {
             problem(&["pipelines"], "no pipelines are declared".into());
+        }
+        for (name, spec) in &self.procedures {
+            if !valid_step_name(name) {
+                problem(
+                    &["procedures", name],
+                    format!(
+                        "procedure `{name}` is not `schema.procedure` (lower-case letters, digits and `_`, each part at most 63 bytes)"
+                    ),
+                );
+            }
+            let t = &spec.template;
+            if t.is_empty()
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                problem(
+                    &["procedures", name, "template"],
+                    format!(
+                        "procedure `{name}`: template `{t}` may hold only lower-case letters, digits and `_`"
+                    ),
+                );
+            }
         }
         // (topic, table filter) → first pipeline that routes it; topic → format.
         let mut routes: HashMap<(String, String), &str> = HashMap::new();

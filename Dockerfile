@@ -42,9 +42,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # ---------------------------------------------------------------------------
 FROM debian:bookworm-slim
 
-# ca-certificates for TLS to brokers or databases outside the compose network.
+# ca-certificates and libssl3 for TLS to brokers (SASL_SSL) or databases.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/*
 
 # pgchain keeps its state in PostgreSQL, not on local disk, so its user needs no

@@ -92,7 +92,7 @@ pub async fn apply_once(
         )
         .await
         .map_err(|e| db_error(&e))?;
-    outcome(row.get::<_, Option<&str>>(0))
+    outcome(row.try_get::<_, Option<&str>>(0).ok().flatten())
 }
 
 fn outcome(status: Option<&str>) -> Result<Outcome, ChainError> {
@@ -143,7 +143,7 @@ pub async fn apply_batch_once(
         )
         .await
         .map_err(|e| db_error(&e))?;
-    let statuses: Vec<Option<String>> = row.get(0);
+    let statuses: Vec<Option<String>> = row.try_get(0).unwrap_or_default();
     if statuses.len() != batch.len() {
         return Err(outcome(None).unwrap_err());
     }

@@ -30,7 +30,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 pub type ChainConsumer = BaseConsumer<ChainContext>;
 
@@ -72,15 +72,15 @@ impl ChainContext {
     }
 
     fn on_assign(&self, base: &ChainConsumer, tpl: &mut TopicPartitionList) {
-        let parts: Vec<(String, i32)> = tpl
-            .elements()
-            .iter()
-            .map(|e| (e.topic().to_string(), e.partition()))
-            .collect();
+        let parts = partitions(tpl);
         let positions = self.applied_positions(&parts);
+        let mut unfit = Vec::new();
         for (topic, partition) in &parts {
             if let Some(pos) = positions.get(&(topic.clone(), *partition)) {
                 let _ = tpl.set_partition_offset(topic, *partition, Offset::Offset(pos + 1));
+                if let Some(why) = ledger_misfit(base, topic, *partition, *pos) {
+                    unfit.push(((topic.clone(), *partition), why));
+                }
             }
         }
         let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
@@ -100,8 +100,21 @@ impl ChainContext {
             error!("cannot assign partitions: {e}");
             return;
         }
+        for ((topic, partition), why) in &unfit {
+            error!(topic, partition, "partition stopped: {why}");
+            self.shared.stats.stuck(topic, *partition, why.clone());
+            let mut paused = TopicPartitionList::new();
+            paused.add_partition(topic, *partition);
+            let _ = base.pause(&paused);
+        }
         let mut workers = self.workers.lock().expect("workers lock");
         for ((topic, partition), mut queue) in queues {
+            if unfit
+                .iter()
+                .any(|(tp, _)| *tp == (topic.clone(), partition))
+            {
+                continue;
+            }
             info!(topic, partition, resume_after = ?positions.get(&(topic.clone(), partition)), "partition assigned");
             let stop = CancellationToken::new();
             let wake = Arc::new(Notify::new());
@@ -114,7 +127,18 @@ impl ChainContext {
                 partition,
                 stop: stop.clone(),
             };
-            let task = self.shared.handle.spawn(worker.run(queue, wake));
+            let (stats, t) = (self.shared.stats.clone(), topic.clone());
+            let inner = self.shared.handle.spawn(worker.run(queue, wake));
+            // A worker that panics must not leave its partition silently idle.
+            let task = self.shared.handle.spawn(async move {
+                if let Err(e) = inner.await {
+                    error!(
+                        topic = t,
+                        partition, "partition worker crashed: {e}; restart pgchain"
+                    );
+                    stats.stuck(&t, partition, format!("worker crashed: {e}"));
+                }
+            });
             workers.insert((topic, partition), Worker { stop, task });
         }
     }
@@ -156,9 +180,11 @@ impl ChainContext {
         });
     }
 
-    /// Applied positions from the ledger. The database is retried for a
-    /// while; if it stays away, Kafka's committed offsets are used, which are
-    /// never ahead of the ledger, so the ledger still skips what was applied.
+    /// Applied positions from the ledger. The database is retried for about
+    /// 15 s (this runs inside the rebalance callback); if it stays away,
+    /// Kafka's committed offsets are used. Those are ahead of the ledger only
+    /// by skipped tombstones, which ran nothing, so the ledger still skips
+    /// whatever was applied.
     fn applied_positions(&self, parts: &[(String, i32)]) -> HashMap<(String, i32), i64> {
         let shared = &self.shared;
         let lookup = || async {
@@ -182,10 +208,10 @@ impl ChainContext {
             )
         };
         let mut delay = Duration::from_millis(200);
-        for attempt in 1..=8 {
+        for attempt in 1..=3 {
             match shared
                 .handle
-                .block_on(async { tokio::time::timeout(Duration::from_secs(10), lookup()).await })
+                .block_on(async { tokio::time::timeout(Duration::from_secs(4), lookup()).await })
             {
                 Ok(Ok(map)) => return map,
                 Ok(Err(e)) => warn!(attempt, "cannot read applied positions: {e}"),
@@ -269,19 +295,32 @@ impl PartitionWorker {
         while !self.stop.is_cancelled() {
             // Take what is already waiting, up to max_batch; never wait to fill.
             let mut msgs: Vec<OwnedMessage> = Vec::new();
+            let mut failed = None;
             while msgs.len() < self.shared.max_batch {
                 match queue.poll(Duration::ZERO) {
                     None => break,
                     Some(Ok(msg)) => msgs.push(msg.detach()),
+                    Some(Err(KafkaError::PartitionEOF(_))) => break,
+                    // librdkafka has moved past what it could not read (an
+                    // unsupported compression, a corrupt batch): stop here
+                    // rather than apply what follows.
                     Some(Err(e)) => {
-                        warn!(
-                            topic = self.topic,
-                            partition = self.partition,
-                            "consume error: {e}"
-                        );
+                        failed = Some(e);
                         break;
                     }
                 }
+            }
+            if !msgs.is_empty() && !self.run_messages(&msgs).await {
+                break;
+            }
+            if let Some(e) = failed {
+                let after = msgs.last().map(|m| m.offset());
+                self.stuck(
+                    after.map(|o| o + 1),
+                    format!("cannot read the partition: {e}"),
+                )
+                .await;
+                break;
             }
             if msgs.is_empty() {
                 // librdkafka wakes us when the queue fills.
@@ -290,10 +329,6 @@ impl PartitionWorker {
                     _ = self.stop.cancelled() => {}
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 }
-                continue;
-            }
-            if !self.run_messages(&msgs).await {
-                break;
             }
         }
     }
@@ -324,7 +359,7 @@ impl PartitionWorker {
                     if !self.run_items(&items).await {
                         return false;
                     }
-                    self.stuck(view.offset, e.to_string()).await;
+                    self.stuck(Some(view.offset), e.to_string()).await;
                     return false;
                 }
             }
@@ -336,6 +371,24 @@ impl PartitionWorker {
     /// for a reason other than a transient one, runs them one by one so the
     /// failing event is found and reported exactly as on its own.
     async fn run_items(&self, items: &[Item]) -> bool {
+        let runs = items.iter().filter(|i| matches!(i, Item::Run(..))).count();
+        if runs >= 2 {
+            match self.run_batch(items).await {
+                Ok(()) => return true,
+                Err(Failure::Interrupted) => return false,
+                Err(Failure::Fatal(e)) => {
+                    warn!(
+                        topic = self.topic,
+                        partition = self.partition,
+                        "a batch failed ({e}); running its events one by one"
+                    );
+                }
+            }
+        }
+        self.run_each(items).await
+    }
+
+    async fn run_batch(&self, items: &[Item]) -> Result<(), Failure> {
         let runs: Vec<(&ChangeEvent, &Route)> = items
             .iter()
             .filter_map(|i| match i {
@@ -343,70 +396,62 @@ impl PartitionWorker {
                 Item::Skip { .. } => None,
             })
             .collect();
-        if runs.len() >= 2 {
-            let started = std::time::Instant::now();
-            let shared = &self.shared;
-            let result = chain::retrying(shared.backoff, &self.stop, false, || {
-                chain::apply_batch_once(&shared.pool, &shared.group, &runs)
-            })
-            .await;
-            match result {
-                Ok(outcomes) => {
-                    for ((_, route), outcome) in runs.iter().zip(outcomes) {
-                        self.shared.stats.latency(started.elapsed());
-                        self.count(&route.pipeline, outcome);
-                    }
-                    for item in items {
-                        if let Item::Skip {
-                            pipeline: Some(p), ..
-                        } = item
-                        {
-                            self.shared.stats.record(p, |c| c.tombstones += 1);
-                        }
-                    }
-                    if let Some(last) = items.last() {
-                        self.done(last.offset());
-                    }
-                    return true;
-                }
-                Err(Failure::Interrupted) => return false,
-                Err(Failure::Fatal(e)) => {
-                    debug!(
-                        topic = self.topic,
-                        partition = self.partition,
-                        "batch failed ({e}); running its events one by one"
-                    );
-                }
-            }
+        let started = std::time::Instant::now();
+        let shared = &self.shared;
+        let outcomes = chain::retrying(shared.backoff, &self.stop, false, || {
+            chain::apply_batch_once(&shared.pool, &shared.group, &runs)
+        })
+        .await?;
+        for ((_, route), outcome) in runs.iter().zip(outcomes) {
+            shared.stats.latency(started.elapsed());
+            self.count(&route.pipeline, outcome);
         }
         for item in items {
-            match item {
-                Item::Skip { pipeline, offset } => {
-                    if let Some(p) = pipeline {
-                        self.shared.stats.record(p, |c| c.tombstones += 1);
-                    }
-                    self.done(*offset);
-                }
-                Item::Run(ev, route) => {
-                    let span = tracing::info_span!(
-                        "event",
-                        topic = ev.kafka.topic,
-                        partition = ev.kafka.partition,
-                        offset = ev.kafka.offset,
-                        pipeline = route.pipeline
-                    );
-                    match self.run_one(ev, route).instrument(span).await {
-                        Step::Done => self.done(ev.kafka.offset),
-                        Step::Interrupted => return false,
-                        Step::Stuck(why) => {
-                            self.stuck(ev.kafka.offset, why).await;
-                            return false;
-                        }
-                    }
+            self.count_skip(item);
+        }
+        if let Some(last) = items.last() {
+            self.done(last.offset());
+        }
+        Ok(())
+    }
+
+    async fn run_each(&self, items: &[Item]) -> bool {
+        for item in items {
+            // Revocation or shutdown: stop between events, not after the batch.
+            if self.stop.is_cancelled() {
+                return false;
+            }
+            let Item::Run(ev, route) = item else {
+                self.count_skip(item);
+                self.done(item.offset());
+                continue;
+            };
+            let span = tracing::info_span!(
+                "event",
+                topic = ev.kafka.topic,
+                partition = ev.kafka.partition,
+                offset = ev.kafka.offset,
+                pipeline = route.pipeline
+            );
+            match self.run_one(ev, route).instrument(span).await {
+                Step::Done => self.done(ev.kafka.offset),
+                Step::Interrupted => return false,
+                Step::Stuck(why) => {
+                    self.stuck(Some(ev.kafka.offset), why).await;
+                    return false;
                 }
             }
         }
         true
+    }
+
+    fn count_skip(&self, item: &Item) {
+        if let Item::Skip {
+            pipeline: Some(p), ..
+        } = item
+        {
+            self.shared.stats.record(p, |c| c.tombstones += 1);
+        }
     }
 
     async fn run_one(&self, ev: &ChangeEvent, route: &Route) -> Step {
@@ -457,11 +502,11 @@ impl PartitionWorker {
             .processed(&self.topic, self.partition, offset);
     }
 
-    async fn stuck(&self, offset: i64, why: String) {
+    async fn stuck(&self, offset: Option<i64>, why: String) {
         error!(
             topic = self.topic,
             partition = self.partition,
-            offset,
+            offset = ?offset,
             "partition stopped: {why}; nothing after this offset is applied or committed until it is fixed and pgchain restarts"
         );
         self.shared.stats.stuck(&self.topic, self.partition, why);
@@ -469,5 +514,49 @@ impl PartitionWorker {
         tpl.add_partition(&self.topic, self.partition);
         let _ = self.consumer.pause(&tpl);
         self.stop.cancelled().await;
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+/// Why the ledger's position does not fit the partition's log, if it does not:
+/// past its end (the topic was recreated, or a database restored from another
+/// cluster), or before its start (retention deleted events never applied).
+fn ledger_misfit(
+    base: &ChainConsumer,
+    topic: &str,
+    partition: i32,
+    applied: i64,
+) -> Option<String> {
+    let (low, high) = match base.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
+        Ok(marks) => marks,
+        Err(e) => {
+            warn!(
+                topic,
+                partition, "cannot read watermarks to check the ledger: {e}"
+            );
+            return None;
+        }
+    };
+    if applied + 1 > high {
+        Some(format!(
+            "pgchain.offsets says offset {applied} is applied, but the partition ends at {high}; \
+             was the topic recreated? Delete the ledger row for this group, topic and partition to start over"
+        ))
+    } else if applied + 1 < low {
+        Some(format!(
+            "offsets {} to {} were deleted by retention before pgchain applied them; \
+             re-snapshot the source, then set the ledger row to {}",
+            applied + 1,
+            low - 1,
+            low - 1
+        ))
+    } else {
+        None
     }
 }

@@ -37,27 +37,37 @@ pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     Ok(client)
 }
 
-/// The URL with its password replaced, fit for logs and errors.
+/// The URL (or key=value string) with its password replaced, fit for logs
+/// and errors. The password is what lies between the user's `:` and the last
+/// `@` of the authority, so `/`, `?` or `@` inside it do not defeat this.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_string()
-            };
-            format!("{}{masked}{}", &url[..scheme_end + 3], &rest[at..])
+    let mut out = match url.find("://") {
+        Some(scheme_end) => {
+            let (head, rest) = url.split_at(scheme_end + 3);
+            match rest.rfind('@') {
+                Some(at) => {
+                    let userinfo = &rest[..at];
+                    match userinfo.split_once(':') {
+                        Some((user, _)) => format!("{head}{user}:***{}", &rest[at..]),
+                        None => url.to_string(),
+                    }
+                }
+                None => url.to_string(),
+            }
         }
         None => url.to_string(),
+    };
+    // `password=…` in a query string or a key=value connection string.
+    let mut from = 0;
+    while let Some(i) = out[from..].find("password=") {
+        let start = from + i + "password=".len();
+        let end = out[start..]
+            .find(['&', ' '])
+            .map_or(out.len(), |e| start + e);
+        out.replace_range(start..end, "***");
+        from = start + 3;
     }
+    out
 }
 
 /// Applies the refinery migrations in `dir`; returns the names applied now.
@@ -90,8 +100,16 @@ pub async fn check(
         .query_opt("select to_regprocedure('pgchain.apply_event(text,text,integer,bigint,text[],jsonb,text)')::text", &[])
         .await?
         .and_then(|r| r.get::<_, Option<String>>(0));
-    if runner.is_none() {
-        problems.push("the database has no pgchain schema: run `pgchain migrate`".to_string());
+    let batch_runner = client
+        .query_opt(
+            "select to_regprocedure('pgchain.apply_batch(text,text,integer,bigint[],text[],jsonb[],text[])')::text",
+            &[],
+        )
+        .await?
+        .and_then(|r| r.get::<_, Option<String>>(0));
+    if runner.is_none() || batch_runner.is_none() {
+        problems
+            .push("the database lacks pgchain's own procedures: run `pgchain migrate`".to_string());
     }
     let steps: Vec<String> = config
         .pipelines
@@ -177,5 +195,17 @@ mod tests {
             "postgres://a:***@db/x?sslmode=require"
         );
         assert_eq!(redact_url("host=db user=app"), "host=db user=app");
+        assert_eq!(
+            redact_url("postgres://app:pa/ss?w@db/x"),
+            "postgres://app:***@db/x"
+        );
+        assert_eq!(
+            redact_url("postgres://db/x?user=a&password=s3cret&sslmode=require"),
+            "postgres://db/x?user=a&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_url("host=db password=s3cret user=app"),
+            "host=db password=*** user=app"
+        );
     }
 }

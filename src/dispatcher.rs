@@ -94,7 +94,21 @@ impl Dispatcher {
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false");
         cc.create_with_context(ChainContext::new(self.shared.clone()))
-            .context("cannot create the Kafka consumer")
+            .map_err(|e| match e {
+                // librdkafka echoes the value, which may be a password.
+                rdkafka::error::KafkaError::ClientConfig(_, desc, key, value) => {
+                    let desc = if value.is_empty() {
+                        desc
+                    } else {
+                        desc.replace(&value, "***")
+                    };
+                    anyhow::anyhow!(
+                        "kafka option `{key}` in {}: {desc}",
+                        self.config.path.display()
+                    )
+                }
+                other => anyhow::anyhow!("cannot create the Kafka consumer: {other}"),
+            })
     }
 }
 

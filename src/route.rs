@@ -212,7 +212,9 @@ fn pick<'r>(
     let table = table.map(str::to_lowercase);
     let full = qualified(schema, table.as_deref()).to_lowercase();
     let filtered = routes.iter().find(|r| match &r.filter {
-        Some(f) if f.contains('.') => *f == full,
+        // GoldenGate may name CATALOG.SCHEMA.TABLE; a schema.table filter
+        // matches its last two parts.
+        Some(f) if f.contains('.') => *f == full || full.ends_with(&format!(".{f}")),
         Some(f) => Some(f.as_str()) == table.as_deref(),
         None => false,
     });

@@ -79,6 +79,21 @@ fn bad_files_name_file_line_and_key() {
             &["pipelines.yaml:8: pipelines `a` and `b` both route topic `u` (table `crm.contact`)"],
         ),
         (
+            "tombstones delivered where they cannot be routed",
+            "kafka:\n  brokers: k\npipelines:\n  a:\n    topic: t\n    table: x\n    tombstones: deliver\n    chain: [a.b]\n  b:\n    topic: t\n    table: y\n    chain: [a.b]\n  c:\n    topic: o\n    format: ogg\n    tombstones: deliver\n    chain: [a.b]\n",
+            &[
+                "pipelines.yaml:7: pipeline `a`: `tombstones: deliver` needs topic `t` to itself (a tombstone names no table to route by)",
+                "pipelines.yaml:16: pipeline `c`: `tombstones: deliver` applies to Debezium topics only",
+            ],
+        ),
+        (
+            "two filters that take one table",
+            "kafka:\n  brokers: k\npipelines:\n  a:\n    topic: t\n    format: ogg\n    table: customer\n    chain: [a.b]\n  b:\n    topic: t\n    format: ogg\n    table: CRM.Customer\n    chain: [a.b]\n",
+            &[
+                "pipelines.yaml:12: pipelines `a` (`customer`) and `b` (`crm.customer`) both take table `crm.customer` on topic `t`; qualify both or neither",
+            ],
+        ),
+        (
             "no topic",
             "kafka:\n  brokers: k\npipelines:\n  a:\n    chain: [a.b]\n",
             &["pipelines.yaml:4: pipeline `a` has no `topic` or `topics`"],

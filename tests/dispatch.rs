@@ -529,3 +529,59 @@ async fn an_undecodable_message_stops_its_partition_and_names_where() {
     assert_eq!(db.i64("select count(*) from t.seen").await, 2);
     assert_eq!(db.applied("g1", "items", 0).await, Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ledger_ahead_of_the_log_stops_the_partition_instead_of_skipping() {
+    let db = TestDb::new("misfit").await;
+    db.exec(TEST_STEPS).await;
+    let kafka = Kafka::new(&[("items", 2)]);
+    kafka.produce(versions("items", 4, 3)).await;
+    // As if the topic had been recreated: the ledger remembers offset 500.
+    db.exec("insert into pgchain.offsets (group_id, topic, partition, applied_through) values ('g1', 'items', 0, 500)")
+        .await;
+    let run = start(config(
+        &one_pipeline("items", "debezium", "t.record", ""),
+        &kafka,
+        &db,
+    ));
+    run.until("partition 0 to stop", |s| !s.stuck.is_empty())
+        .await;
+    run.until("partition 1 to drain", |s| {
+        s.next_offsets.contains_key(&("items".to_string(), 1))
+    })
+    .await;
+    let snap = run.stop().await;
+    let why = &snap.stuck[&("items".to_string(), 0)];
+    assert!(
+        why.contains("offset 500 is applied, but the partition ends at"),
+        "{why}"
+    );
+    assert!(why.contains("was the topic recreated?"), "{why}");
+    assert_eq!(
+        db.i64("select count(*) from t.seen where partition = 0")
+            .await,
+        0
+    );
+    assert!(
+        db.i64("select count(*) from t.seen where partition = 1")
+            .await
+            > 0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rejected_kafka_option_never_shows_its_value() {
+    let db = TestDb::new("secret").await;
+    let kafka = Kafka::new(&[("items", 1)]);
+    let yaml = one_pipeline("items", "debezium", "t.record", "").replace(
+        "    session.timeout.ms: 6000\n",
+        "    session.timeout.ms: hunter2-secret\n",
+    );
+    let dispatcher = pgchain::dispatcher::Dispatcher::new(config(&yaml, &kafka, &db)).unwrap();
+    let err = dispatcher.run(async {}).await.unwrap_err().to_string();
+    assert!(
+        err.contains("kafka option `session.timeout.ms` in test.yaml"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}

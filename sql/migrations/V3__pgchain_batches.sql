@@ -19,6 +19,11 @@ declare
   v_step   text;
   v_status text;
 begin
+  o_statuses := '{}';
+  -- GUARD: an empty batch touches nothing (not even the ledger).
+  if coalesce(array_length(p_offsets, 1), 0) = 0 then
+    return;
+  end if;
   insert into pgchain.offsets (group_id, topic, partition, applied_through)
   values (p_group, p_topic, p_partition, -1)
   on conflict do nothing;
@@ -26,7 +31,6 @@ begin
   select applied_through into v_pos from pgchain.offsets
    where group_id = p_group and topic = p_topic and partition = p_partition
      for update;
-  o_statuses := '{}';
   for i in 1 .. coalesce(array_length(p_offsets, 1), 0) loop
     -- GUARD: a redelivered offset at or below the ledger is skipped untouched.
     if p_offsets[i] <= v_pos then

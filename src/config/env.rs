@@ -35,7 +35,10 @@ pub fn substitute(
                         i + 1,
                         format!("environment variable `{name}` holds a line break"),
                     )),
-                    (Some(v), _) => out.push_str(&v),
+                    (Some(v), _) => {
+                        let whole = whole_value(&out, &t[end + 1..]);
+                        out.push_str(&yaml_safe(&v, whole));
+                    }
                     (None, Some(d)) => out.push_str(d),
                     (None, None) => problems.push((
                         i + 1,
@@ -57,6 +60,34 @@ pub fn substitute(
         Ok(out)
     } else {
         Err(problems)
+    }
+}
+
+/// True when the substitution is a whole YAML value: only `key:` or `- `
+/// before it on its line, nothing after it.
+fn whole_value(out: &str, after: &str) -> bool {
+    let line = &out[out.rfind('\n').map_or(0, |i| i + 1)..];
+    let before = line.trim_end();
+    (before.ends_with(':') || before.trim_start() == "-" || before.is_empty())
+        && after.trim().is_empty()
+}
+
+/// A value that would change how the line parses (`: `, ` #`, a leading
+/// indicator) is written as a double-quoted YAML string when it is a whole
+/// value; anything else goes in as it is, so numbers stay numbers.
+fn yaml_safe(v: &str, whole: bool) -> String {
+    let special = v.contains(": ")
+        || v.contains(" #")
+        || v.ends_with(':')
+        || v.starts_with([
+            '&', '*', '!', '|', '>', '\'', '"', '%', '@', '`', '[', ']', '{', '}', '#', ',', '?',
+        ])
+        || v.starts_with("- ")
+        || v != v.trim();
+    if whole && special {
+        serde_json::to_string(v).expect("a string serialises")
+    } else {
+        v.to_string()
     }
 }
 
@@ -95,6 +126,21 @@ mod tests {
         assert_eq!(
             substitute(text, env).unwrap(),
             "a: k1:9092,k2:9092\nb: x:1\nc: d\nd: ${LITERAL} $5\n"
+        );
+    }
+
+    #[test]
+    fn values_that_would_break_the_yaml_are_quoted() {
+        let env = |n: &str| match n {
+            "PASS" => Some("p@ss: #1 'x'".into()),
+            "STAR" => Some("*secret".into()),
+            "N" => Some("8".into()),
+            _ => None,
+        };
+        let text = "a: ${PASS}\nb: ${STAR}\nc: ${N}\nd: \"u:${PASS}\"\n";
+        assert_eq!(
+            substitute(text, env).unwrap(),
+            "a: \"p@ss: #1 'x'\"\nb: \"*secret\"\nc: 8\nd: \"u:p@ss: #1 'x'\"\n"
         );
     }
 

@@ -379,7 +379,56 @@ impl Config {
                 }
             }
         }
+        self.validate_sharing(&mut problems);
         problems
+    }
+
+    /// Rules for pipelines that share a topic: tombstones name no table, and
+    /// two table filters must not both match one table.
+    fn validate_sharing(&self, problems: &mut Vec<String>) {
+        let mut per_topic: IndexMap<&str, Vec<(&str, &Pipeline)>> = IndexMap::new();
+        for (name, p) in &self.pipelines {
+            for t in p.all_topics() {
+                per_topic.entry(t).or_default().push((name, p));
+            }
+        }
+        for (name, p) in &self.pipelines {
+            if p.tombstones != Tombstones::Deliver {
+                continue;
+            }
+            let at = self.at(&["pipelines", name, "tombstones"]);
+            if p.format != Format::Debezium {
+                problems.push(format!(
+                    "{at}pipeline `{name}`: `tombstones: deliver` applies to Debezium topics only"
+                ));
+            }
+            for t in p.all_topics() {
+                if per_topic[t].len() > 1 {
+                    problems.push(format!(
+                        "{at}pipeline `{name}`: `tombstones: deliver` needs topic `{t}` to itself (a tombstone names no table to route by)"
+                    ));
+                }
+            }
+        }
+        for (topic, users) in &per_topic {
+            for (a, pa) in users {
+                for (b, pb) in users {
+                    let (Some(fa), Some(fb)) = (&pa.table, &pb.table) else {
+                        continue;
+                    };
+                    let (fa, fb) = (fa.to_lowercase(), fb.to_lowercase());
+                    if !fa.contains('.')
+                        && fb.contains('.')
+                        && fb.rsplit('.').next() == Some(fa.as_str())
+                    {
+                        problems.push(format!(
+                            "{}pipelines `{a}` (`{fa}`) and `{b}` (`{fb}`) both take table `{fb}` on topic `{topic}`; qualify both or neither",
+                            self.at(&["pipelines", b, "table"])
+                        ));
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -42,7 +42,7 @@ pub(super) fn decode(value: Option<&[u8]>) -> Result<Decoded, DecodeError> {
         return err("the GoldenGate record has neither `before` nor `after`");
     }
     let key = match rec.get("primary_keys").and_then(Value::as_array) {
-        Some(pks) if op != Op::Truncate => {
+        Some(pks) if op != Op::Truncate && !pks.is_empty() => {
             let fields: Vec<String> = pks
                 .iter()
                 .filter_map(|v| v.as_str().map(str::to_string))

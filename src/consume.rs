@@ -12,15 +12,14 @@
 //! fills. On revocation and shutdown it stops the workers (each finishes the
 //! chain in flight), then commits synchronously.
 
-use crate::chain::{self, Backoff, Failure, Outcome};
-use crate::event::ChangeEvent;
-use crate::route::{Message as RouteMessage, Route, RouteError, Routed, Router};
+use crate::chain::Backoff;
+use crate::route::Router;
 use crate::stats::Stats;
+use crate::worker::PartitionWorker;
 use deadpool_postgres::Pool;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::HashMap;
@@ -30,7 +29,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, warn};
+use tracing::{error, info, warn};
 
 pub type ChainConsumer = BaseConsumer<ChainContext>;
 
@@ -108,7 +107,7 @@ impl ChainContext {
             let _ = base.pause(&paused);
         }
         let mut workers = self.workers.lock().expect("workers lock");
-        for ((topic, partition), mut queue) in queues {
+        for ((topic, partition), queue) in queues {
             if unfit
                 .iter()
                 .any(|(tp, _)| *tp == (topic.clone(), partition))
@@ -116,31 +115,44 @@ impl ChainContext {
                 continue;
             }
             info!(topic, partition, resume_after = ?positions.get(&(topic.clone(), partition)), "partition assigned");
-            let stop = CancellationToken::new();
-            let wake = Arc::new(Notify::new());
-            let waker = wake.clone();
-            queue.set_nonempty_callback(move || waker.notify_one());
-            let worker = PartitionWorker {
-                shared: self.shared.clone(),
-                consumer: consumer.clone(),
-                topic: topic.clone(),
-                partition,
-                stop: stop.clone(),
-            };
-            let (stats, t) = (self.shared.stats.clone(), topic.clone());
-            let inner = self.shared.handle.spawn(worker.run(queue, wake));
-            // A worker that panics must not leave its partition silently idle.
-            let task = self.shared.handle.spawn(async move {
-                if let Err(e) = inner.await {
-                    error!(
-                        topic = t,
-                        partition, "partition worker crashed: {e}; restart pgchain"
-                    );
-                    stats.stuck(&t, partition, format!("worker crashed: {e}"));
-                }
-            });
-            workers.insert((topic, partition), Worker { stop, task });
+            let worker = self.start_worker(&consumer, &topic, partition, queue);
+            workers.insert((topic, partition), worker);
         }
+    }
+
+    /// Starts the task that runs one partition's events, woken by librdkafka
+    /// when the partition's queue fills.
+    fn start_worker(
+        &self,
+        consumer: &Arc<ChainConsumer>,
+        topic: &str,
+        partition: i32,
+        mut queue: PartitionQueue<ChainContext>,
+    ) -> Worker {
+        let stop = CancellationToken::new();
+        let wake = Arc::new(Notify::new());
+        let waker = wake.clone();
+        queue.set_nonempty_callback(move || waker.notify_one());
+        let worker = PartitionWorker {
+            shared: self.shared.clone(),
+            consumer: consumer.clone(),
+            topic: topic.to_string(),
+            partition,
+            stop: stop.clone(),
+        };
+        let (stats, t) = (self.shared.stats.clone(), topic.to_string());
+        let inner = self.shared.handle.spawn(worker.run(queue, wake));
+        // A worker that panics must not leave its partition silently idle.
+        let task = self.shared.handle.spawn(async move {
+            if let Err(e) = inner.await {
+                error!(
+                    topic = t,
+                    partition, "partition worker crashed: {e}; restart pgchain"
+                );
+                stats.stuck(&t, partition, format!("worker crashed: {e}"));
+            }
+        });
+        Worker { stop, task }
     }
 
     fn on_revoke(&self, base: &ChainConsumer, tpl: &TopicPartitionList) {
@@ -250,270 +262,6 @@ pub fn commit_sync(consumer: &ChainConsumer) {
         // Nothing stored since the last commit.
         Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
         Err(e) => warn!("offset commit failed (the ledger keeps the position): {e}"),
-    }
-}
-
-struct PartitionWorker {
-    shared: Arc<Shared>,
-    consumer: Arc<ChainConsumer>,
-    topic: String,
-    partition: i32,
-    stop: CancellationToken,
-}
-
-/// What happened to one message.
-enum Step {
-    /// Applied, filtered, skipped or already applied: the offset may be stored.
-    Done,
-    /// Stopped while retrying; the message will be consumed again.
-    Interrupted,
-    /// Cannot be processed; the partition stops here.
-    Stuck(String),
-}
-
-/// A routed message waiting to run.
-enum Item {
-    Run(Box<ChangeEvent>, Arc<Route>),
-    /// Nothing to run (a skipped tombstone); only its offset counts.
-    Skip {
-        pipeline: Option<String>,
-        offset: i64,
-    },
-}
-
-impl Item {
-    fn offset(&self) -> i64 {
-        match self {
-            Item::Run(ev, _) => ev.kafka.offset,
-            Item::Skip { offset, .. } => *offset,
-        }
-    }
-}
-
-impl PartitionWorker {
-    async fn run(self, queue: PartitionQueue<ChainContext>, wake: Arc<Notify>) {
-        while !self.stop.is_cancelled() {
-            // Take what is already waiting, up to max_batch; never wait to fill.
-            let mut msgs: Vec<OwnedMessage> = Vec::new();
-            let mut failed = None;
-            while msgs.len() < self.shared.max_batch {
-                match queue.poll(Duration::ZERO) {
-                    None => break,
-                    Some(Ok(msg)) => msgs.push(msg.detach()),
-                    Some(Err(KafkaError::PartitionEOF(_))) => break,
-                    // librdkafka has moved past what it could not read (an
-                    // unsupported compression, a corrupt batch): stop here
-                    // rather than apply what follows.
-                    Some(Err(e)) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-            }
-            if !msgs.is_empty() && !self.run_messages(&msgs).await {
-                break;
-            }
-            if let Some(e) = failed {
-                let after = msgs.last().map(|m| m.offset());
-                self.stuck(
-                    after.map(|o| o + 1),
-                    format!("cannot read the partition: {e}"),
-                )
-                .await;
-                break;
-            }
-            if msgs.is_empty() {
-                // librdkafka wakes us when the queue fills.
-                tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = self.stop.cancelled() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
-            }
-        }
-    }
-
-    /// Routes and runs `msgs` in offset order; false when the worker must stop.
-    async fn run_messages(&self, msgs: &[OwnedMessage]) -> bool {
-        let mut items = Vec::with_capacity(msgs.len());
-        for msg in msgs {
-            let view = RouteMessage {
-                topic: msg.topic(),
-                partition: msg.partition(),
-                offset: msg.offset(),
-                timestamp: msg.timestamp().to_millis(),
-                key: msg.key(),
-                value: msg.payload(),
-            };
-            match self.shared.router.route(&view) {
-                Ok(Routed::Event(ev, route)) => items.push(Item::Run(ev, route)),
-                Ok(Routed::Skip {
-                    pipeline,
-                    reason: _,
-                }) => items.push(Item::Skip {
-                    pipeline,
-                    offset: view.offset,
-                }),
-                Err(e @ (RouteError::Undecodable(_) | RouteError::Unroutable(_))) => {
-                    // What came before it still runs; the partition stops here.
-                    if !self.run_items(&items).await {
-                        return false;
-                    }
-                    self.stuck(Some(view.offset), e.to_string()).await;
-                    return false;
-                }
-            }
-        }
-        self.run_items(&items).await
-    }
-
-    /// Runs `items` as one batch when there are several; if the batch fails
-    /// for a reason other than a transient one, runs them one by one so the
-    /// failing event is found and reported exactly as on its own.
-    async fn run_items(&self, items: &[Item]) -> bool {
-        let runs = items.iter().filter(|i| matches!(i, Item::Run(..))).count();
-        if runs >= 2 {
-            match self.run_batch(items).await {
-                Ok(()) => return true,
-                Err(Failure::Interrupted) => return false,
-                Err(Failure::Fatal(e)) => {
-                    warn!(
-                        topic = self.topic,
-                        partition = self.partition,
-                        "a batch failed ({e}); running its events one by one"
-                    );
-                }
-            }
-        }
-        self.run_each(items).await
-    }
-
-    async fn run_batch(&self, items: &[Item]) -> Result<(), Failure> {
-        let runs: Vec<(&ChangeEvent, &Route)> = items
-            .iter()
-            .filter_map(|i| match i {
-                Item::Run(ev, route) => Some((ev.as_ref(), route.as_ref())),
-                Item::Skip { .. } => None,
-            })
-            .collect();
-        let started = std::time::Instant::now();
-        let shared = &self.shared;
-        let outcomes = chain::retrying(shared.backoff, &self.stop, false, || {
-            chain::apply_batch_once(&shared.pool, &shared.group, &runs)
-        })
-        .await?;
-        for ((_, route), outcome) in runs.iter().zip(outcomes) {
-            shared.stats.latency(started.elapsed());
-            self.count(&route.pipeline, outcome);
-        }
-        for item in items {
-            self.count_skip(item);
-        }
-        if let Some(last) = items.last() {
-            self.done(last.offset());
-        }
-        Ok(())
-    }
-
-    async fn run_each(&self, items: &[Item]) -> bool {
-        for item in items {
-            // Revocation or shutdown: stop between events, not after the batch.
-            if self.stop.is_cancelled() {
-                return false;
-            }
-            let Item::Run(ev, route) = item else {
-                self.count_skip(item);
-                self.done(item.offset());
-                continue;
-            };
-            let span = tracing::info_span!(
-                "event",
-                topic = ev.kafka.topic,
-                partition = ev.kafka.partition,
-                offset = ev.kafka.offset,
-                pipeline = route.pipeline
-            );
-            match self.run_one(ev, route).instrument(span).await {
-                Step::Done => self.done(ev.kafka.offset),
-                Step::Interrupted => return false,
-                Step::Stuck(why) => {
-                    self.stuck(Some(ev.kafka.offset), why).await;
-                    return false;
-                }
-            }
-        }
-        true
-    }
-
-    fn count_skip(&self, item: &Item) {
-        if let Item::Skip {
-            pipeline: Some(p), ..
-        } = item
-        {
-            self.shared.stats.record(p, |c| c.tombstones += 1);
-        }
-    }
-
-    async fn run_one(&self, ev: &ChangeEvent, route: &Route) -> Step {
-        let started = std::time::Instant::now();
-        let shared = &self.shared;
-        match chain::apply(
-            &shared.pool,
-            &shared.group,
-            ev,
-            route,
-            shared.backoff,
-            &self.stop,
-        )
-        .await
-        {
-            Ok(outcome) => {
-                shared.stats.latency(started.elapsed());
-                self.count(&route.pipeline, outcome);
-                Step::Done
-            }
-            Err(Failure::Interrupted) => Step::Interrupted,
-            Err(Failure::Fatal(e)) => Step::Stuck(format!("pipeline {}: {e}", route.pipeline)),
-        }
-    }
-
-    fn count(&self, pipeline: &str, outcome: Outcome) {
-        self.shared.stats.record(pipeline, |c| match outcome {
-            Outcome::Applied => c.applied += 1,
-            Outcome::Filtered => c.filtered += 1,
-            Outcome::Skipped => c.already_applied += 1,
-        });
-    }
-
-    /// Everything up to `offset` is durable in PostgreSQL: let Kafka know.
-    fn done(&self, offset: i64) {
-        if let Err(e) = self
-            .consumer
-            .store_offset(&self.topic, self.partition, offset)
-        {
-            warn!(
-                topic = self.topic,
-                partition = self.partition,
-                "cannot store offset: {e}"
-            );
-        }
-        self.shared
-            .stats
-            .processed(&self.topic, self.partition, offset);
-    }
-
-    async fn stuck(&self, offset: Option<i64>, why: String) {
-        error!(
-            topic = self.topic,
-            partition = self.partition,
-            offset = ?offset,
-            "partition stopped: {why}; nothing after this offset is applied or committed until it is fixed and pgchain restarts"
-        );
-        self.shared.stats.stuck(&self.topic, self.partition, why);
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.topic, self.partition);
-        let _ = self.consumer.pause(&tpl);
-        self.stop.cancelled().await;
     }
 }
 

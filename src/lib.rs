@@ -5,7 +5,8 @@
 //! - [`decode`]: Debezium, GoldenGate and plain JSON into [`event::ChangeEvent`].
 //! - [`route`]: which pipeline's chain runs for a message.
 //! - [`chain`]: one chain run = one `CALL pgchain.apply_event` transaction.
-//! - [`consume`]: the Kafka consumer, partition workers, offsets.
+//! - [`consume`]: the Kafka consumer: rebalances, ledger positions, commits.
+//! - [`worker`]: one partition's events, in order, batched, offsets stored.
 //! - [`dispatcher`]: puts them together until shutdown.
 //! - [`db`]: the pool, migrations and `check`.
 //! - [`stats`]: counts and progress, for the demo and the drain check.
@@ -25,3 +26,4 @@ pub mod kafka;
 pub mod render;
 pub mod route;
 pub mod stats;
+pub mod worker;

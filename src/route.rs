@@ -7,7 +7,7 @@
 use crate::config::{Config, Format, Tombstones};
 use crate::decode::{self, DecodeOptions, Decoded};
 use crate::event::{ChangeEvent, KafkaCoords, Op};
-use serde_json::Map;
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -115,40 +115,7 @@ impl Router {
         };
         let change = match decoded {
             Decoded::Change(c) => c,
-            Decoded::Tombstone { key } => {
-                // A tombstone names no table: only a topic's single pipeline can take it.
-                return match topic.routes.as_slice() {
-                    [route] if route.tombstones == Tombstones::Deliver => Ok(Routed::Event(
-                        Box::new(ChangeEvent {
-                            op: Op::Delete,
-                            key,
-                            before: None,
-                            after: None,
-                            source: crate::event::Source {
-                                system: route
-                                    .system
-                                    .clone()
-                                    .unwrap_or_else(|| route.pipeline.clone()),
-                                schema: None,
-                                table: None,
-                                ts_ms: None,
-                                position: None,
-                            },
-                            kafka: coords,
-                            pipeline: route.pipeline.clone(),
-                        }),
-                        route.clone(),
-                    )),
-                    [route] => Ok(Routed::Skip {
-                        pipeline: Some(route.pipeline.clone()),
-                        reason: "tombstone",
-                    }),
-                    _ => Ok(Routed::Skip {
-                        pipeline: None,
-                        reason: "tombstone",
-                    }),
-                };
-            }
+            Decoded::Tombstone { key } => return Ok(tombstone(&topic.routes, key, coords)),
         };
         let route = pick(
             &topic.routes,
@@ -165,26 +132,7 @@ impl Router {
                 )
             ))
         })?;
-        let key = match change.key {
-            Some(key) => key,
-            None if change.op == Op::Truncate => Map::new(),
-            None if !route.key.is_empty() => {
-                let row = change
-                    .after
-                    .as_ref()
-                    .or(change.before.as_ref())
-                    .ok_or_else(|| {
-                        RouteError::Undecodable("no key and no row to take it from".into())
-                    })?;
-                decode::key_from_row(row, &route.key).map_err(|e| RouteError::Undecodable(e.0))?
-            }
-            None => {
-                return Err(RouteError::Undecodable(format!(
-                    "the message carries no key; set `key:` on pipeline `{}`",
-                    route.pipeline
-                )));
-            }
-        };
+        let key = resolve_key(&change, route)?;
         let mut source = change.source;
         if let Some(system) = &route.system {
             source.system = system.clone();
@@ -201,6 +149,66 @@ impl Router {
             pipeline: route.pipeline.clone(),
         };
         Ok(Routed::Event(Box::new(event), route.clone()))
+    }
+}
+
+/// A tombstone names no table: only a topic's single pipeline can take it.
+fn tombstone(routes: &[Arc<Route>], key: Map<String, Value>, kafka: KafkaCoords) -> Routed {
+    match routes {
+        [route] if route.tombstones == Tombstones::Deliver => {
+            let source = crate::event::Source {
+                system: route
+                    .system
+                    .clone()
+                    .unwrap_or_else(|| route.pipeline.clone()),
+                schema: None,
+                table: None,
+                ts_ms: None,
+                position: None,
+            };
+            let pipeline = route.pipeline.clone();
+            let ev = ChangeEvent {
+                op: Op::Delete,
+                key,
+                before: None,
+                after: None,
+                source,
+                kafka,
+                pipeline,
+            };
+            Routed::Event(Box::new(ev), route.clone())
+        }
+        [route] => Routed::Skip {
+            pipeline: Some(route.pipeline.clone()),
+            reason: "tombstone",
+        },
+        _ => Routed::Skip {
+            pipeline: None,
+            reason: "tombstone",
+        },
+    }
+}
+
+/// The event's key: the message's own, or taken from the row with the
+/// pipeline's `key:` columns; a truncate has none.
+fn resolve_key(change: &decode::Change, route: &Route) -> Result<Map<String, Value>, RouteError> {
+    match &change.key {
+        Some(key) => Ok(key.clone()),
+        None if change.op == Op::Truncate => Ok(Map::new()),
+        None if !route.key.is_empty() => {
+            let row = change
+                .after
+                .as_ref()
+                .or(change.before.as_ref())
+                .ok_or_else(|| {
+                    RouteError::Undecodable("no key and no row to take it from".into())
+                })?;
+            decode::key_from_row(row, &route.key).map_err(|e| RouteError::Undecodable(e.0))
+        }
+        None => Err(RouteError::Undecodable(format!(
+            "the message carries no key; set `key:` on pipeline `{}`",
+            route.pipeline
+        ))),
     }
 }
 

@@ -94,6 +94,14 @@ fn bad_files_name_file_line_and_key() {
             ],
         ),
         (
+            "bad pool settings",
+            "kafka:\n  brokers: k\npostgres:\n  pool_size: 0\n  max_batch: 0\npipelines:\n  a:\n    topic: t\n    chain: [a.b]\n",
+            &[
+                "pipelines.yaml:4: `postgres.pool_size` must be at least 1",
+                "pipelines.yaml:5: `postgres.max_batch` must be at least 1",
+            ],
+        ),
+        (
             "no topic",
             "kafka:\n  brokers: k\npipelines:\n  a:\n    chain: [a.b]\n",
             &["pipelines.yaml:4: pipeline `a` has no `topic` or `topics`"],

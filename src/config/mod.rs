@@ -224,47 +224,16 @@ impl Config {
     }
 
     fn validate(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        let mut problem =
-            |path: &[&str], msg: String| problems.push(format!("{}{msg}", self.at(path)));
-        if self.kafka.brokers.trim().is_empty() {
-            problem(&["kafka", "brokers"], "`kafka.brokers` is empty".into());
-        }
-        if self.kafka.group_id.trim().is_empty() {
-            problem(&["kafka", "group_id"], "`kafka.group_id` is empty".into());
-        }
-        for (k, v) in &self.kafka.options {
-            if scalar(v).is_none() {
-                problem(
-                    &["kafka", "options", k],
-                    format!("kafka option `{k}` must be a single value"),
-                );
-            }
-            if MANAGED_OPTIONS.contains(&k.as_str()) {
-                problem(
-                    &["kafka", "options", k],
-                    format!(
-                        "kafka option `{k}` is set by pgchain itself (exactly-once depends on it)"
-                    ),
-                );
-            }
-        }
-        if self.postgres.pool_size == 0 {
-            problem(
-                &["postgres", "pool_size"],
-                "`postgres.pool_size` must be at least 1".into(),
-            );
-        }
-        if self.pipelines.is_empty() {
-            problem(&["pipelines"], "no pipelines are declared".into());
-        }
+        let mut problems = Problems {
+            config: self,
+            list: Vec::new(),
+        };
+        self.validate_services(&mut problems);
         for (name, spec) in &self.procedures {
             if !valid_step_name(name) {
-                problem(
+                problems.add(
                     &["procedures", name],
-                    format!(
-                        "procedure `{name}` is not `schema.procedure` (lower-case letters, digits and `_`, each part at most 63 bytes)"
-                    ),
+                    format!("procedure `{name}` is not `schema.procedure` ({IDENT_RULE})"),
                 );
             }
             let t = &spec.template;
@@ -273,114 +242,155 @@ impl Config {
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
             {
-                problem(
+                problems.add(
                     &["procedures", name, "template"],
-                    format!(
-                        "procedure `{name}`: template `{t}` may hold only lower-case letters, digits and `_`"
-                    ),
+                    format!("procedure `{name}`: template `{t}` may hold only lower-case letters, digits and `_`"),
                 );
             }
         }
-        // (topic, table filter) → first pipeline that routes it; topic → format.
-        let mut routes: HashMap<(String, String), &str> = HashMap::new();
-        let mut formats: HashMap<&str, (Format, &str)> = HashMap::new();
+        let mut routes = Routes::default();
         for (name, p) in &self.pipelines {
-            fn at<'a>(name: &'a str, k: &'a str) -> [&'a str; 3] {
-                ["pipelines", name, k]
+            self.validate_pipeline(name, p, &mut problems);
+            self.validate_routes(name, p, &mut routes, &mut problems);
+        }
+        let mut list = problems.list;
+        self.validate_sharing(&mut list);
+        list
+    }
+
+    fn validate_services(&self, problems: &mut Problems<'_>) {
+        if self.kafka.brokers.trim().is_empty() {
+            problems.add(&["kafka", "brokers"], "`kafka.brokers` is empty".into());
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            problems.add(&["kafka", "group_id"], "`kafka.group_id` is empty".into());
+        }
+        for (k, v) in &self.kafka.options {
+            if scalar(v).is_none() {
+                problems.add(
+                    &["kafka", "options", k],
+                    format!("kafka option `{k}` must be a single value"),
+                );
             }
-            if !valid_pipeline_name(name) {
-                problem(
+            if MANAGED_OPTIONS.contains(&k.as_str()) {
+                problems.add(
+                    &["kafka", "options", k],
+                    format!(
+                        "kafka option `{k}` is set by pgchain itself (exactly-once depends on it)"
+                    ),
+                );
+            }
+        }
+        if self.postgres.pool_size == 0 {
+            problems.add(
+                &["postgres", "pool_size"],
+                "`postgres.pool_size` must be at least 1".into(),
+            );
+        }
+        if self.postgres.max_batch == 0 {
+            problems.add(
+                &["postgres", "max_batch"],
+                "`postgres.max_batch` must be at least 1".into(),
+            );
+        }
+        if self.pipelines.is_empty() {
+            problems.add(&["pipelines"], "no pipelines are declared".into());
+        }
+    }
+
+    /// Checks one pipeline on its own.
+    fn validate_pipeline(&self, name: &str, p: &Pipeline, problems: &mut Problems<'_>) {
+        let at = |k: &'static str| ["pipelines", name, k];
+        if !valid_pipeline_name(name) {
+            problems.add(
+                &["pipelines", name],
+                format!("pipeline name `{name}` may hold only letters, digits, `_`, `-` and `.`"),
+            );
+        }
+        if p.all_topics().is_empty() {
+            problems.add(
+                &["pipelines", name],
+                format!("pipeline `{name}` has no `topic` or `topics`"),
+            );
+        }
+        if p.chain.is_empty() {
+            problems.add(
+                &at("chain"),
+                format!("pipeline `{name}` has an empty chain"),
+            );
+        }
+        for (i, step) in p.chain.iter().enumerate() {
+            if !valid_step_name(step) {
+                let i = i.to_string();
+                problems.add(
+                    &["pipelines", name, "chain", &i],
+                    format!(
+                        "pipeline `{name}`: step `{step}` is not `schema.procedure` ({IDENT_RULE})"
+                    ),
+                );
+            }
+        }
+        if p.format == Format::Json && p.key.is_empty() {
+            problems.add(
+                &at("format"),
+                format!(
+                    "pipeline `{name}`: format `json` needs `key:` (the key columns of the row)"
+                ),
+            );
+        }
+        if p.format == Format::Json && p.table.is_some() {
+            problems.add(&at("table"), format!("pipeline `{name}`: format `json` carries no table name, so `table:` cannot filter it"));
+        }
+        if matches!(&p.table, Some(t) if t.trim().is_empty()) {
+            problems.add(&at("table"), format!("pipeline `{name}`: `table` is empty"));
+        }
+    }
+
+    /// Checks that `name`'s routes are unique and its topics keep one format.
+    fn validate_routes<'c>(
+        &'c self,
+        name: &'c str,
+        p: &'c Pipeline,
+        routes: &mut Routes<'c>,
+        problems: &mut Problems<'_>,
+    ) {
+        let filter = p.table.as_deref().unwrap_or("").to_lowercase();
+        for topic in p.all_topics() {
+            if topic.trim().is_empty() {
+                problems.add(
+                    &["pipelines", name, "topic"],
+                    format!("pipeline `{name}` names an empty topic"),
+                );
+                continue;
+            }
+            if let Some(other) = routes
+                .by_filter
+                .insert((topic.to_string(), filter.clone()), name)
+            {
+                let what = if filter.is_empty() {
+                    "every table".to_string()
+                } else {
+                    format!("table `{filter}`")
+                };
+                problems.add(
                     &["pipelines", name],
+                    format!("pipelines `{other}` and `{name}` both route topic `{topic}` ({what})"),
+                );
+            }
+            match routes.formats.get(topic) {
+                Some((f, other)) if *f != p.format => problems.add(
+                    &["pipelines", name, "format"],
                     format!(
-                        "pipeline name `{name}` may hold only letters, digits, `_`, `-` and `.`"
+                        "topic `{topic}` is read as {f:?} by pipeline `{other}` and as {:?} by `{name}`; one topic has one format",
+                        p.format
                     ),
-                );
-            }
-            let topics = p.all_topics();
-            if topics.is_empty() {
-                problem(
-                    &["pipelines", name],
-                    format!("pipeline `{name}` has no `topic` or `topics`"),
-                );
-            }
-            if p.chain.is_empty() {
-                problem(
-                    &at(name, "chain"),
-                    format!("pipeline `{name}` has an empty chain"),
-                );
-            }
-            for (i, step) in p.chain.iter().enumerate() {
-                if !valid_step_name(step) {
-                    let i = i.to_string();
-                    problem(
-                        &["pipelines", name, "chain", &i],
-                        format!(
-                            "pipeline `{name}`: step `{step}` is not `schema.procedure` (lower-case letters, digits and `_`, each part at most 63 bytes)"
-                        ),
-                    );
-                }
-            }
-            if p.format == Format::Json && p.key.is_empty() {
-                problem(
-                    &at(name, "format"),
-                    format!(
-                        "pipeline `{name}`: format `json` needs `key:` (the key columns of the row)"
-                    ),
-                );
-            }
-            if p.format == Format::Json && p.table.is_some() {
-                problem(
-                    &at(name, "table"),
-                    format!(
-                        "pipeline `{name}`: format `json` carries no table name, so `table:` cannot filter it"
-                    ),
-                );
-            }
-            if matches!(&p.table, Some(t) if t.trim().is_empty()) {
-                problem(
-                    &at(name, "table"),
-                    format!("pipeline `{name}`: `table` is empty"),
-                );
-            }
-            let filter = p.table.as_deref().unwrap_or("").to_lowercase();
-            for topic in topics {
-                if topic.trim().is_empty() {
-                    problem(
-                        &at(name, "topic"),
-                        format!("pipeline `{name}` names an empty topic"),
-                    );
-                    continue;
-                }
-                if let Some(other) = routes.insert((topic.to_string(), filter.clone()), name) {
-                    let what = if filter.is_empty() {
-                        "every table".to_string()
-                    } else {
-                        format!("table `{filter}`")
-                    };
-                    problem(
-                        &["pipelines", name],
-                        format!(
-                            "pipelines `{other}` and `{name}` both route topic `{topic}` ({what})"
-                        ),
-                    );
-                }
-                match formats.get(topic) {
-                    Some((f, other)) if *f != p.format => problem(
-                        &at(name, "format"),
-                        format!(
-                            "topic `{topic}` is read as {:?} by pipeline `{other}` and as {:?} by `{name}`; one topic has one format",
-                            f, p.format
-                        ),
-                    ),
-                    Some(_) => {}
-                    None => {
-                        formats.insert(topic, (p.format, name));
-                    }
+                ),
+                Some(_) => {}
+                None => {
+                    routes.formats.insert(topic, (p.format, name));
                 }
             }
         }
-        self.validate_sharing(&mut problems);
-        problems
     }
 
     /// Rules for pipelines that share a topic: tombstones name no table, and
@@ -431,6 +441,27 @@ impl Config {
         }
     }
 }
+
+/// Problems found so far, each prefixed with `file:line: `.
+struct Problems<'c> {
+    config: &'c Config,
+    list: Vec<String>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, path: &[&str], msg: String) {
+        self.list.push(format!("{}{msg}", self.config.at(path)));
+    }
+}
+
+/// (topic, table filter) → the first pipeline routing it; topic → its format.
+#[derive(Default)]
+struct Routes<'c> {
+    by_filter: HashMap<(String, String), &'c str>,
+    formats: HashMap<&'c str, (Format, &'c str)>,
+}
+
+const IDENT_RULE: &str = "lower-case letters, digits and `_`, each part at most 63 bytes";
 
 /// Options whose value pgchain's delivery guarantee relies on.
 const MANAGED_OPTIONS: &[&str] = &[

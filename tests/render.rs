@@ -74,7 +74,12 @@ async fn render_writes_a_version_only_when_the_output_changes() {
     let next = shipped + 1;
 
     let out = pgchain(&dir, &["render"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         stdout(&out),
         format!(
@@ -82,43 +87,81 @@ async fn render_writes_a_version_only_when_the_output_changes() {
             next + 1
         )
     );
-    let first = std::fs::read_to_string(dir.join(format!("sql/migrations/V{next}__l0_copy_customer.sql"))).unwrap();
+    let first =
+        std::fs::read_to_string(dir.join(format!("sql/migrations/V{next}__l0_copy_customer.sql")))
+            .unwrap();
     assert!(first.starts_with("-- pgchain render: l0.copy_customer (template l0_upsert)\n"));
 
     // Deterministic: a second run writes nothing, and --check agrees.
-    assert_eq!(stdout(&pgchain(&dir, &["render"])), "2 procedure(s) up to date; nothing written\n");
+    assert_eq!(
+        stdout(&pgchain(&dir, &["render"])),
+        "2 procedure(s) up to date; nothing written\n"
+    );
     let check = pgchain(&dir, &["render", "--check"]);
-    assert_eq!((check.status.code(), stdout(&check)), (Some(0), "2 procedure(s) up to date\n".to_string()));
+    assert_eq!(
+        (check.status.code(), stdout(&check)),
+        (Some(0), "2 procedure(s) up to date\n".to_string())
+    );
 
     // A fresh database takes the whole folder.
     let db = TestDb::new("render").await;
     let fresh = TestDb::new("render_fresh").await;
     let url = fresh.url.clone();
     let out = pgchain(&dir, &["migrate", "--database-url", &url]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stdout(&out), format!("applied 2 migration(s): V{next}__l0_copy_customer, V{}__l0_copy_order\n", next + 1));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "applied 2 migration(s): V{next}__l0_copy_customer, V{}__l0_copy_order\n",
+            next + 1
+        )
+    );
     drop(db);
 
     // A changed variable: --check names it, render adds exactly one version.
-    std::fs::write(dir.join("pipelines.yaml"), YAML.replace("{id: bigint, name: text}", "{id: bigint, name: text, email: text}")).unwrap();
+    std::fs::write(
+        dir.join("pipelines.yaml"),
+        YAML.replace(
+            "{id: bigint, name: text}",
+            "{id: bigint, name: text, email: text}",
+        ),
+    )
+    .unwrap();
     let check = pgchain(&dir, &["render", "--check"]);
     assert_eq!(check.status.code(), Some(1));
     assert_eq!(
         stdout(&check),
-        format!("l0.copy_customer: the template `l0_upsert` or its variables changed since sql/migrations/V{next}__l0_copy_customer.sql; run `pgchain render`\n")
+        format!(
+            "l0.copy_customer: the template `l0_upsert` or its variables changed since sql/migrations/V{next}__l0_copy_customer.sql; run `pgchain render`\n"
+        )
     );
     let before = migrations(&dir);
-    assert_eq!(stdout(&pgchain(&dir, &["render"])), format!("wrote sql/migrations/V{}__l0_copy_customer.sql (l0.copy_customer)\n", next + 2));
+    assert_eq!(
+        stdout(&pgchain(&dir, &["render"])),
+        format!(
+            "wrote sql/migrations/V{}__l0_copy_customer.sql (l0.copy_customer)\n",
+            next + 2
+        )
+    );
     assert_eq!(migrations(&dir).len(), before.len() + 1);
     assert_eq!(
-        std::fs::read_to_string(dir.join(format!("sql/migrations/V{next}__l0_copy_customer.sql"))).unwrap(),
+        std::fs::read_to_string(dir.join(format!("sql/migrations/V{next}__l0_copy_customer.sql")))
+            .unwrap(),
         first,
         "an existing file is never rewritten"
     );
 
     // The database with the older versions takes just the new one.
     let out = pgchain(&dir, &["migrate", "--database-url", &url]);
-    assert_eq!(stdout(&out), format!("applied 1 migration(s): V{}__l0_copy_customer\n", next + 2));
+    assert_eq!(
+        stdout(&out),
+        format!("applied 1 migration(s): V{}__l0_copy_customer\n", next + 2)
+    );
     let cols = fresh.strings("select column_name::text from information_schema.columns where table_schema = 'l0' and table_name = 'customer' and column_name not like '\\_%' order by ordinal_position").await;
     assert_eq!(cols, ["id", "name", "email"]);
 }
@@ -137,8 +180,18 @@ fn render_errors_name_the_yaml_and_the_template_line() {
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
-    assert!(lines[0].starts_with("pipelines.yaml:8: procedure `l0.a`: sql/templates/l0_upsert.sql.j2:"), "{text}");
+    assert!(
+        lines[0].starts_with("pipelines.yaml:8: procedure `l0.a`: sql/templates/l0_upsert.sql.j2:"),
+        "{text}"
+    );
     assert!(lines[0].contains("undefined value"), "{text}");
-    assert_eq!(lines[1], "pipelines.yaml:13: procedure `l0.b`: template `nope`: template not found: template \"nope.sql.j2\" does not exist");
-    assert_eq!(migrations(&dir).len(), shipped, "nothing written when anything fails");
+    assert_eq!(
+        lines[1],
+        "pipelines.yaml:13: procedure `l0.b`: template `nope`: template not found: template \"nope.sql.j2\" does not exist"
+    );
+    assert_eq!(
+        migrations(&dir).len(),
+        shipped,
+        "nothing written when anything fails"
+    );
 }

@@ -175,19 +175,6 @@ pub enum Failure {
     Interrupted,
 }
 
-/// Runs the chain, retrying transient errors (and, until parking exists,
-/// missing dependencies) with capped backoff for as long as `stop` allows.
-pub async fn apply(
-    pool: &Pool,
-    group: &str,
-    ev: &ChangeEvent,
-    route: &Route,
-    backoff: Backoff,
-    stop: &CancellationToken,
-) -> Result<Outcome, Failure> {
-    retrying(backoff, stop, true, || apply_once(pool, group, ev, route)).await
-}
-
 /// Calls `attempt` until it succeeds, fails with an error not worth retrying,
 /// or `stop` fires while waiting. Transient errors are always retried; a
 /// missing dependency only when `retry_dependency`.
@@ -195,6 +182,7 @@ pub async fn retrying<T, F, Fut>(
     backoff: Backoff,
     stop: &CancellationToken,
     retry_dependency: bool,
+    on_retry: impl Fn(&ChainError),
     mut attempt: F,
 ) -> Result<T, Failure>
 where
@@ -211,6 +199,7 @@ where
             Err(e) => return Err(Failure::Fatal(e)),
         };
         tracing::warn!(attempt = tries, retry_in_ms = delay.as_millis() as u64, class = ?err.class, "chain failed, retrying: {err}");
+        on_retry(&err);
         tokio::select! {
             _ = stop.cancelled() => return Err(Failure::Interrupted),
             _ = tokio::time::sleep(delay) => {}

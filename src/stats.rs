@@ -22,6 +22,8 @@ pub struct Snapshot {
     pub next_offsets: HashMap<(String, i32), i64>,
     /// (topic, partition) → why it stopped.
     pub stuck: HashMap<(String, i32), String>,
+    /// Chain runs retried after a transient error or a missing dependency.
+    pub retries: u64,
     /// Chain latencies in microseconds, kept only when asked for (the bench).
     pub latencies_us: Option<Vec<u32>>,
 }
@@ -49,6 +51,10 @@ impl Stats {
     pub fn record(&self, pipeline: &str, f: impl FnOnce(&mut PipelineCounts)) {
         let mut s = self.0.lock().expect("stats lock");
         f(s.pipelines.entry(pipeline.to_string()).or_default());
+    }
+
+    pub fn retried(&self) {
+        self.0.lock().expect("stats lock").retries += 1;
     }
 
     pub fn processed(&self, topic: &str, partition: i32, offset: i64) {

@@ -163,7 +163,8 @@ impl PartitionWorker {
             .collect();
         let started = std::time::Instant::now();
         let shared = &self.shared;
-        let outcomes = chain::retrying(shared.backoff, &self.stop, false, || {
+        let retried = |_: &chain::ChainError| shared.stats.retried();
+        let outcomes = chain::retrying(shared.backoff, &self.stop, false, retried, || {
             chain::apply_batch_once(&shared.pool, &shared.group, &runs)
         })
         .await?;
@@ -222,16 +223,13 @@ impl PartitionWorker {
     async fn run_one(&self, ev: &ChangeEvent, route: &Route) -> Step {
         let started = std::time::Instant::now();
         let shared = &self.shared;
-        match chain::apply(
-            &shared.pool,
-            &shared.group,
-            ev,
-            route,
-            shared.backoff,
-            &self.stop,
-        )
-        .await
-        {
+        // Missing dependencies are retried too, until parking exists.
+        let retried = |_: &chain::ChainError| shared.stats.retried();
+        let result = chain::retrying(shared.backoff, &self.stop, true, retried, || {
+            chain::apply_once(&shared.pool, &shared.group, ev, route)
+        })
+        .await;
+        match result {
             Ok(outcome) => {
                 shared.stats.latency(started.elapsed());
                 self.count(&route.pipeline, outcome);

@@ -294,3 +294,112 @@ async fn positions_compare_as_numbers_or_binlog_coordinates() {
         assert_eq!(got, want, "{a} vs {b}");
     }
 }
+
+const BASE: &str = "target: tgt.campaign_member\nkey: {member_id: bigint}\nsource: member\nbase: true\ncolumns: {name: text, grade: text}";
+const CONSENT: &str = "target: tgt.campaign_member\nkey: {member_id: bigint}\nsource: consent\nbase: false\nawaits: member\n\
+                       columns: {sms_ok: boolean, email_ok: boolean}\nfields: {member_id: MEMBER_ID}";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consolidate_builds_one_row_from_base_and_side_tables() {
+    let db = TestDb::new("consolidate").await;
+    install(&db, "tgt.member_base", "consolidate", BASE).await;
+    install(&db, "tgt.member_consent", "consolidate", CONSENT).await;
+    let (base, side) = ("tgt.member_base", "tgt.member_consent");
+    let consent = |id: i64, sms: bool, ts: i64| {
+        ev(
+            "u",
+            json!({"MEMBER_ID": id}),
+            Some(json!({"MEMBER_ID": id, "sms_ok": sms, "email_ok": !sms})),
+            ts,
+        )
+    };
+
+    // The side row first: it waits for its base row, naming the key.
+    let err = call(&db, side, consent(123, true, 100)).await.unwrap_err();
+    let db_err = err.as_db_error().unwrap();
+    assert_eq!(db_err.code().code(), "PGW01");
+    assert_eq!(db_err.detail(), Some("member:123"));
+    assert_eq!(db.i64("select count(*) from tgt.campaign_member").await, 0);
+
+    // The base row arrives; the retried side row now lands.
+    call(
+        &db,
+        base,
+        ev(
+            "c",
+            json!({"member_id": 123}),
+            Some(json!({"member_id": 123, "name": "Kim", "grade": "gold"})),
+            110,
+        ),
+    )
+    .await
+    .unwrap();
+    call(&db, side, consent(123, true, 100)).await.unwrap();
+    let row =
+        "select concat_ws(' ', member_id, name, grade, sms_ok, email_ok) from tgt.campaign_member";
+    assert_eq!(db.strings(row).await, ["123 Kim gold t f"]);
+
+    // Each source updates only its columns, and an older side row loses.
+    call(
+        &db,
+        base,
+        ev(
+            "u",
+            json!({"member_id": 123}),
+            Some(json!({"member_id": 123, "name": "Kim", "grade": "vip"})),
+            120,
+        ),
+    )
+    .await
+    .unwrap();
+    call(&db, side, consent(123, false, 130)).await.unwrap();
+    call(&db, side, consent(123, true, 90)).await.unwrap();
+    assert_eq!(db.strings(row).await, ["123 Kim vip f t"]);
+
+    // A side delete clears its columns; a base delete removes the row.
+    call(&db, side, ev("d", json!({"MEMBER_ID": 123}), None, 140))
+        .await
+        .unwrap();
+    assert_eq!(db.strings(row).await, ["123 Kim vip"]);
+    call(&db, base, ev("d", json!({"member_id": 123}), None, 150))
+        .await
+        .unwrap();
+    assert_eq!(db.i64("select count(*) from tgt.campaign_member").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_side_row_before_its_base_row_lands_once_the_base_arrives() {
+    use common::{Kafka, config, record, start};
+    let db = TestDb::new("consolidate_run").await;
+    install(&db, "tgt.member_base", "consolidate", BASE).await;
+    install(&db, "tgt.member_consent", "consolidate", CONSENT).await;
+    let kafka = Kafka::new(&[("crm.member", 1), ("crm.consent", 1)]);
+    let yaml = "kafka:\n  brokers: {brokers}\n  group_id: g1\npostgres:\n  url: {url}\n\
+                pipelines:\n  member:\n    topic: crm.member\n    chain: [tgt.member_base]\n\
+                \x20 consent:\n    topic: crm.consent\n    chain: [tgt.member_consent]\n";
+    let consent = json!({"op": "c", "after": {"MEMBER_ID": 5, "sms_ok": true, "email_ok": true}, "source": {"table": "consent", "ts_ms": 10}});
+    kafka
+        .produce(vec![record(
+            "crm.consent",
+            Some(r#"{"MEMBER_ID":5}"#),
+            Some(&consent.to_string()),
+        )])
+        .await;
+    let run = start(config(yaml, &kafka, &db));
+    // The consent event is retried while its member is missing.
+    run.until("the consent event to be retried", |s| s.retries >= 2)
+        .await;
+    assert_eq!(db.i64("select count(*) from tgt.campaign_member").await, 0);
+    let member = json!({"op": "c", "after": {"member_id": 5, "name": "Lee", "grade": "silver"}, "source": {"table": "member", "ts_ms": 20}});
+    kafka
+        .produce(vec![record(
+            "crm.member",
+            Some(r#"{"member_id":5}"#),
+            Some(&member.to_string()),
+        )])
+        .await;
+    run.drained(&kafka, &["crm.member", "crm.consent"]).await;
+    run.stop().await;
+    let row = db.strings("select concat_ws(' ', member_id, name, grade, sms_ok, email_ok) from tgt.campaign_member").await;
+    assert_eq!(row, ["5 Lee silver t t"]);
+}

@@ -403,3 +403,70 @@ async fn a_side_row_before_its_base_row_lands_once_the_base_arrives() {
     let row = db.strings("select concat_ws(' ', member_id, name, grade, sms_ok, email_ok) from tgt.campaign_member").await;
     assert_eq!(row, ["5 Lee silver t t"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn l1_cleanse_normalises_each_source_into_the_union() {
+    let db = TestDb::new("l1").await;
+    install(&db, "l1.cleanse_sales", "l1_cleanse", "target: l1.union\nsystem: sales\nkey: [id]\nname: name\nphone: phone\nemail: email\nbirth_date: birth").await;
+    install(
+        &db,
+        "l1.cleanse_crm",
+        "l1_cleanse",
+        "target: l1.union\nsystem: crm\nkey: [CONTACT_ID]\nname: [LAST_NAME, FIRST_NAME]\nphone: PHONE\naddress: ADDR\nbuilding_id: BLDG\nstrip_honorifics: true",
+    )
+    .await;
+    let sales = |id: i64, phone: &str, ts: i64| {
+        ev(
+            "u",
+            json!({"id": id}),
+            Some(
+                json!({"id": id, "name": "  Kim   Minjun ", "phone": phone, "email": " Minjun@Example.COM ", "birth": "850312"}),
+            ),
+            ts,
+        )
+    };
+    call(&db, "l1.cleanse_sales", sales(1, "010-1234-5678", 100))
+        .await
+        .unwrap();
+    call(&db, "l1.cleanse_sales", sales(2, "1588-1234", 100))
+        .await
+        .unwrap();
+    let crm = ev(
+        "c",
+        json!({"CONTACT_ID": 9}),
+        Some(
+            json!({"CONTACT_ID": 9, "LAST_NAME": "Lee", "FIRST_NAME": "Seoyeon 님", "PHONE": "+82 10 9999 0000", "ADDR": "서울 강남구, 테헤란로 1", "BLDG": null}),
+        ),
+        100,
+    );
+    call(&db, "l1.cleanse_crm", crm).await.unwrap();
+    let rows = "select concat_ws('|', system, source_key, name, phone, phone_kind, phone_identifies, email, birth_date, address, address_key) from l1.union order by system, source_key";
+    assert_eq!(
+        db.strings(rows).await,
+        [
+            "crm|9|Lee Seoyeon|+821099990000|mobile|t|서울 강남구 테헤란로 1|서울 강남구 테헤란로 1",
+            "sales|1|Kim Minjun|+821012345678|mobile|t|minjun@example.com|1985-03-12",
+            "sales|2|Kim Minjun|+8215881234|representative|f|minjun@example.com|1985-03-12",
+        ]
+    );
+    // An older event loses; a delete removes only its own source's row.
+    call(&db, "l1.cleanse_sales", sales(1, "02-123-4567", 50))
+        .await
+        .unwrap();
+    call(
+        &db,
+        "l1.cleanse_sales",
+        ev("d", json!({"id": 2}), None, 200),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        db.strings("select system || source_key || ':' || phone from l1.union order by 1")
+            .await,
+        ["crm9:+821099990000", "sales1:+821012345678"]
+    );
+    call(&db, "l1.cleanse_crm", ev("t", json!({}), None, 300))
+        .await
+        .unwrap();
+    assert_eq!(db.strings("select system from l1.union").await, ["sales"]);
+}

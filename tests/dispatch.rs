@@ -585,3 +585,79 @@ async fn a_rejected_kafka_option_never_shows_its_value() {
     );
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_customer_example_runs_end_to_end() {
+    let db = TestDb::new("customer").await;
+    let topics = [
+        "sales.public.customer",
+        "options.public.member",
+        "crm.contact",
+    ];
+    let kafka = Kafka::new(&[(topics[0], 3), (topics[1], 3), (topics[2], 3)]);
+    let records = pgchain::demo::sample_events(90);
+    let deleted = records
+        .iter()
+        .filter(|r| {
+            r.value.as_deref().is_some_and(|v| {
+                let v = String::from_utf8_lossy(v);
+                v.contains(r#""op":"d""#) || v.contains(r#""op_type":"D""#)
+            })
+        })
+        .count() as i64;
+    kafka.produce(records).await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("pipelines.yaml")).unwrap();
+    let (brokers, url) = (kafka.brokers.clone(), db.url.clone());
+    let config =
+        pgchain::config::Config::from_text(
+            &text,
+            &root.join("pipelines.yaml"),
+            |name| match name {
+                "KAFKA_BROKERS" => Some(brokers.clone()),
+                "DATABASE_URL" => Some(url.clone()),
+                "PGCHAIN_GROUP" => Some("example".into()),
+                _ => None,
+            },
+        )
+        .unwrap();
+    let run = start(config);
+    run.drained(&kafka, &topics).await;
+    let snap = run.stop().await;
+    assert!(snap.stuck.is_empty(), "{:?}", snap.stuck);
+
+    let union = db.i64("select count(*) from l1.member_union").await;
+    assert_eq!(union, 90 - deleted, "every person not deleted, once");
+    for (system, table) in [
+        ("sales", "l0.sales_customer"),
+        ("options", "l0.options_member"),
+        ("crm", "l0.crm_contact"),
+    ] {
+        let l0 = db.i64(&format!("select count(*) from {table}")).await;
+        let l1 = db
+            .i64(&format!(
+                "select count(*) from l1.member_union where system = '{system}'"
+            ))
+            .await;
+        assert_eq!(l0, l1, "{system}: L0 and L1 agree");
+    }
+    assert_eq!(
+        db.i64("select count(*) from l1.member_union where phone !~ '^\\+8210\\d{8}$'")
+            .await,
+        0,
+        "mobile phones in E.164"
+    );
+    assert_eq!(
+        db.i64("select count(*) from l1.member_union where email <> lower(btrim(email))")
+            .await,
+        0
+    );
+    assert_eq!(
+        db.i64(
+            "select count(*) from l1.member_union where system = 'crm' and name !~ '^\\S+ \\S+$'"
+        )
+        .await,
+        0,
+        "CRM names joined from last and first name"
+    );
+}

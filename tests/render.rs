@@ -70,8 +70,12 @@ procedures:
 async fn render_writes_a_version_only_when_the_output_changes() {
     let dir = project("versions");
     std::fs::write(dir.join("pipelines.yaml"), YAML).unwrap();
-    let shipped = migrations(&dir).len();
-    let next = shipped + 1;
+    let next = migrations(&dir)
+        .iter()
+        .map(|n| n[1..n.find("__").unwrap()].parse::<usize>().unwrap())
+        .max()
+        .unwrap()
+        + 1;
 
     let out = pgchain(&dir, &["render"]);
     assert_eq!(

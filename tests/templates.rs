@@ -470,3 +470,48 @@ async fn l1_cleanse_normalises_each_source_into_the_union() {
         .unwrap();
     assert_eq!(db.strings("select system from l1.union").await, ["sales"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sink_upsert_writes_a_users_table_without_extra_columns() {
+    let db = TestDb::new("sink").await;
+    // The user's own table, with a column the sink does not write.
+    db.exec("create schema crm; create table crm.member (member_no text primary key, grade text, note text default 'kept')").await;
+    install(&db, "crm.sink_member", "sink_upsert", "table: crm.member\ncolumns: {member_no: text, grade: text}\nkey: [member_no]\ncreate: false").await;
+    let p = "crm.sink_member";
+    let up = |grade: &str, ts: i64| {
+        ev(
+            "u",
+            json!({"member_no": "M1"}),
+            Some(json!({"member_no": "M1", "grade": grade})),
+            ts,
+        )
+    };
+    call(&db, p, up("silver", 100)).await.unwrap();
+    call(&db, p, up("gold", 200)).await.unwrap();
+    call(&db, p, up("bronze", 150)).await.unwrap();
+    call(&db, p, up("gold", 200)).await.unwrap();
+    let row = "select concat_ws(' ', member_no, grade, note) from crm.member";
+    assert_eq!(
+        db.strings(row).await,
+        ["M1 gold kept"],
+        "older lost, redelivery harmless"
+    );
+    let cols = db.i64("select count(*) from information_schema.columns where table_schema = 'crm' and table_name = 'member'").await;
+    assert_eq!(cols, 3, "no bookkeeping columns in the user's table");
+
+    call(&db, p, ev("d", json!({"member_no": "M1"}), None, 300))
+        .await
+        .unwrap();
+    assert_eq!(db.i64("select count(*) from crm.member").await, 0);
+    // A late insert older than the delete does not bring the row back.
+    call(&db, p, up("silver", 250)).await.unwrap();
+    assert_eq!(db.i64("select count(*) from crm.member").await, 0);
+    call(&db, p, up("vip", 400)).await.unwrap();
+    call(&db, p, ev("t", json!({}), None, 500)).await.unwrap();
+    assert_eq!(db.i64("select count(*) from crm.member").await, 0);
+    assert_eq!(
+        db.i64("select count(*) from pgchain.sink_versions where target = 'crm.member'")
+            .await,
+        0
+    );
+}

@@ -26,6 +26,9 @@ pub struct DemoArgs {
     pub database: String,
     #[arg(short, long, default_value = "pipelines.yaml")]
     pub config: PathBuf,
+    /// The campaign example's pipelines (its procedures are in --migrations too).
+    #[arg(long, default_value = "examples/campaign/pipelines.yaml")]
+    pub campaign: PathBuf,
     #[arg(long, default_value = "sql/migrations")]
     pub migrations: PathBuf,
 }
@@ -38,37 +41,86 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.database,
         applied.len()
     );
-
     let cluster = MockCluster::new(3).context("cannot start the embedded Kafka")?;
+    println!("embedded Kafka at {}", cluster.bootstrap_servers());
+
+    println!(
+        "\n== customer example ({}): three sources → L0 → L1 member union",
+        args.config.display()
+    );
+    let tables = [
+        "l0.sales_customer",
+        "l0.options_member",
+        "l0.crm_contact",
+        "l1.member_union",
+    ];
+    run_example(
+        &cluster,
+        &url,
+        &args.config,
+        sample_events(args.people),
+        &tables,
+    )
+    .await?;
+
+    println!(
+        "\n== campaign example ({}): member + consent + terms → one target row",
+        args.campaign.display()
+    );
+    let tables = ["campaign.target_member"];
+    let retries = run_example(
+        &cluster,
+        &url,
+        &args.campaign,
+        campaign_events(args.people),
+        &tables,
+    )
+    .await?;
+    let client = crate::db::connect(&url).await?;
+    let complete: i64 = client
+        .query_one("select count(*) from campaign.target_member where sms_ok is not null and terms_version is not null", &[])
+        .await?
+        .get(0);
+    println!(
+        "{complete} members complete; {retries} retries of consent or terms rows that arrived before their member"
+    );
+    drop(cluster);
+    Ok(())
+}
+
+/// Produces `records`, runs the example's pipelines until its topics are
+/// drained, prints what happened; returns the number of retries.
+async fn run_example(
+    cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    url: &str,
+    path: &std::path::Path,
+    records: Vec<Record>,
+    tables: &[&str],
+) -> anyhow::Result<u64> {
     let brokers = cluster.bootstrap_servers();
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("cannot read {}", args.config.display()))?;
-    let config = Config::from_text(&text, &args.config, |name| match name {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let config = Config::from_text(&text, path, |name| match name {
         "KAFKA_BROKERS" => Some(brokers.clone()),
-        "DATABASE_URL" => Some(url.clone()),
+        "DATABASE_URL" => Some(url.to_string()),
         other => std::env::var(other).ok(),
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let topics: Vec<String> = {
-        let mut t: Vec<String> = config
-            .pipelines
-            .values()
-            .flat_map(|p| p.all_topics())
-            .map(String::from)
-            .collect();
-        t.sort();
-        t.dedup();
-        t
-    };
+    let mut topics: Vec<String> = config
+        .pipelines
+        .values()
+        .flat_map(|p| p.all_topics())
+        .map(String::from)
+        .collect();
+    topics.sort();
+    topics.dedup();
     for t in &topics {
         cluster
             .create_topic(t, 3, 1)
             .with_context(|| format!("cannot create topic {t}"))?;
     }
-
-    let records = sample_events(args.people);
     println!(
-        "embedded Kafka at {brokers}: producing {} change events to {}",
+        "producing {} change events to {}",
         records.len(),
         topics.join(", ")
     );
@@ -89,26 +141,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let joined = started.elapsed();
-    let drained = kafka::drained(
-        stats.clone(),
-        brokers.clone(),
-        topics.clone(),
-        Duration::from_secs(300),
-    )
-    .await;
+    let drained = kafka::drained(stats.clone(), brokers, topics, Duration::from_secs(300)).await;
     let elapsed = started.elapsed();
     let _ = done_tx.send(());
     run.await??;
     drained?;
-
-    print_summary(&url, &stats.snapshot(), joined, elapsed).await?;
-    drop(cluster);
-    Ok(())
+    let snap = stats.snapshot();
+    print_summary(url, &snap, tables, joined, elapsed).await?;
+    Ok(snap.retries)
 }
 
 async fn print_summary(
     url: &str,
     snap: &crate::stats::Snapshot,
+    tables: &[&str],
     joined: Duration,
     elapsed: Duration,
 ) -> anyhow::Result<()> {
@@ -126,12 +172,7 @@ async fn print_summary(
     }
     let client = crate::db::connect(url).await?;
     println!("\n{:<24} {:>6}", "table", "rows");
-    for table in [
-        "l0.sales_customer",
-        "l0.options_member",
-        "l0.crm_contact",
-        "l1.member_union",
-    ] {
+    for table in tables {
         let n: i64 = client
             .query_one(&format!("select count(*) from {table}"), &[])
             .await?
@@ -295,4 +336,61 @@ fn event(
         key,
         value: Some(value.to_string().into_bytes()),
     }
+}
+
+/// Campaign events: every member, its marketing consent and its terms
+/// agreement on three topics; for every third member the side rows are
+/// produced first, so they must wait for their member. Some consents change.
+pub fn campaign_events(people: usize) -> Vec<Record> {
+    let mut rng = Lcg(7);
+    let mut early = Vec::new();
+    let mut out = Vec::new();
+    for id in 1..=people as i64 {
+        let ts = 1_767_225_600_000 + id * 1000;
+        let key = json!({"member_id": id}).to_string().into_bytes();
+        let msg = |topic: &str, after: Value, ts: i64| {
+            Record {
+            topic: topic.to_string(),
+            key: Some(key.clone()),
+            value: Some(
+                json!({"op": "c", "before": null, "after": after,
+                       "source": {"name": "shop", "schema": "public", "table": topic.rsplit('.').next(), "ts_ms": ts}})
+                .to_string()
+                .into_bytes(),
+            ),
+        }
+        };
+        let grade = ["bronze", "silver", "gold"][rng.next(3) as usize];
+        let member = msg(
+            "shop.public.member",
+            json!({"member_id": id, "name": format!("member {id}"), "grade": grade, "phone": format!("010-{:04}-{:04}", rng.next(10_000), id)}),
+            ts,
+        );
+        let consent = msg(
+            "shop.public.marketing_consent",
+            json!({"member_id": id, "sms_ok": rng.next(2) == 0, "email_ok": true, "push_ok": rng.next(3) == 0}),
+            ts + 10,
+        );
+        let terms = msg(
+            "shop.public.terms_agreement",
+            json!({"member_id": id, "terms_version": "2026-01", "marketing_terms": true}),
+            ts + 20,
+        );
+        if id % 3 == 0 {
+            early.push(consent);
+            early.push(terms);
+            out.push(member);
+        } else {
+            out.extend([member, consent, terms]);
+        }
+        if rng.next(5) == 0 {
+            out.push(msg(
+                "shop.public.marketing_consent",
+                json!({"member_id": id, "sms_ok": false, "email_ok": false, "push_ok": false}),
+                ts + 30,
+            ));
+        }
+    }
+    early.extend(out);
+    early
 }

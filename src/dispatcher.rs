@@ -93,21 +93,14 @@ impl Dispatcher {
             .set("group.id", &self.config.kafka.group_id)
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false");
+        // librdkafka echoes a rejected value, which may be a password.
         cc.create_with_context(ChainContext::new(self.shared.clone()))
-            .map_err(|e| match e {
-                // librdkafka echoes the value, which may be a password.
-                rdkafka::error::KafkaError::ClientConfig(_, desc, key, value) => {
-                    let desc = if value.is_empty() {
-                        desc
-                    } else {
-                        desc.replace(&value, "***")
-                    };
-                    anyhow::anyhow!(
-                        "kafka option `{key}` in {}: {desc}",
-                        self.config.path.display()
-                    )
-                }
-                other => anyhow::anyhow!("cannot create the Kafka consumer: {other}"),
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{} (in {})",
+                    crate::kafka::redact_kafka_error(e),
+                    self.config.path.display()
+                )
             })
     }
 }

@@ -60,10 +60,22 @@ pub fn high_watermarks(
     brokers: &str,
     topics: &[String],
 ) -> anyhow::Result<HashMap<(String, i32), i64>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .context("cannot create a metadata client")?;
+    high_watermarks_with(brokers, &[], topics)
+}
+
+/// As [`high_watermarks`], with librdkafka options (security settings).
+pub fn high_watermarks_with(
+    brokers: &str,
+    options: &[(String, String)],
+    topics: &[String],
+) -> anyhow::Result<HashMap<(String, i32), i64>> {
+    let mut cc = ClientConfig::new();
+    for (k, v) in options {
+        cc.set(k, v);
+    }
+    let consumer: BaseConsumer = cc.set("bootstrap.servers", brokers).create().map_err(|e| {
+        anyhow::anyhow!("cannot create a metadata client: {}", redact_kafka_error(e))
+    })?;
     let mut out = HashMap::new();
     for topic in topics {
         let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
@@ -101,4 +113,19 @@ pub async fn drained(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
+}
+
+/// A client-creation error without the option's value (it may be a password).
+pub fn redact_kafka_error(e: rdkafka::error::KafkaError) -> String {
+    match e {
+        rdkafka::error::KafkaError::ClientConfig(_, desc, key, value) => {
+            let desc = if value.is_empty() {
+                desc
+            } else {
+                desc.replace(&value, "***")
+            };
+            format!("kafka option `{key}`: {desc}")
+        }
+        other => other.to_string(),
+    }
 }

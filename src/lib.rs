@@ -10,6 +10,7 @@
 //! - [`dispatcher`]: puts them together until shutdown.
 //! - [`db`]: the pool, migrations and `check`.
 //! - [`stats`]: counts and progress, for the demo and the drain check.
+//! - [`status`]: `pgchain status`: applied positions and lag per partition.
 //! - [`kafka`]: small Kafka helpers (watermarks, producing) for demo and bench.
 //! - [`demo`], [`bench`]: the two self-contained commands.
 
@@ -26,4 +27,5 @@ pub mod kafka;
 pub mod render;
 pub mod route;
 pub mod stats;
+pub mod status;
 pub mod worker;

@@ -46,6 +46,14 @@ enum Command {
         #[arg(long)]
         no_db: bool,
     },
+    /// Applied position, lag and last applied time of every partition.
+    Status {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply the refinery migrations in sql/migrations.
     Migrate {
         /// Database URL; defaults to postgres.url of the config file.
@@ -100,6 +108,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config, no_db } => check(&config, no_db).await,
+        Command::Status { config, json } => {
+            let rows = pgchain::status::collect(&load(&config)?).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", pgchain::status::table(&rows));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Migrate {
             database_url,
             config,

@@ -236,3 +236,59 @@ fn docker_compose_runs_migrate_then_pgchain_against_kafka_and_postgres() {
     let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
     assert!(dockerfile.contains("ENTRYPOINT [\"pgchain\"]"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_shows_applied_positions_and_lag() {
+    let db = TestDb::new("status").await;
+    db.exec(TEST_STEPS).await;
+    let kafka = Kafka::new(&[("items", 2)]);
+    let event = |i: i64| {
+        let value =
+            json!({"op": "c", "after": {"id": i, "version": 1}, "source": {"table": "item"}});
+        record(
+            "items",
+            Some(&json!({"id": i}).to_string()),
+            Some(&value.to_string()),
+        )
+    };
+    kafka.produce((0..20).map(event).collect()).await;
+    let template = "kafka:\n  brokers: {brokers}\n  group_id: g1\npostgres:\n  url: {url}\npipelines:\n  p:\n    topic: items\n    chain: [t.record]\n";
+    let run = common::start(common::config(template, &kafka, &db));
+    run.drained(&kafka, &["items"]).await;
+    run.stop().await;
+    kafka.produce((20..23).map(event).collect()).await;
+
+    let dir = temp_dir("status");
+    let yaml = template
+        .replace("{brokers}", &kafka.brokers)
+        .replace("{url}", &db.url);
+    let path = write(&dir, "p.yaml", &yaml);
+    let out = pgchain(&["status", "--json", "-c", path.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 2);
+    let total = |f: &str| rows.iter().map(|r| r[f].as_i64().unwrap()).sum::<i64>();
+    assert_eq!(total("lag"), 3, "{rows:?}");
+    assert_eq!(total("high_watermark"), 23);
+    assert_eq!(
+        rows.iter()
+            .map(|r| r["applied"].as_i64().unwrap() + 1)
+            .sum::<i64>(),
+        20
+    );
+    assert!(rows.iter().all(|r| {
+        r["pipeline"] == "p"
+            && r["last_applied_at"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z'))
+    }));
+
+    let table = stdout(&pgchain(&["status", "-c", path.to_str().unwrap()]));
+    assert!(table.starts_with("pipeline "), "{table}");
+    assert_eq!(table.lines().count(), 3, "{table}");
+}

@@ -1,0 +1,100 @@
+//! `pgchain status`: how far each pipeline's partitions are applied, and how
+//! far behind Kafka they are. Reads the ledger and the brokers' watermarks;
+//! needs no running dispatcher.
+
+use crate::config::Config;
+use anyhow::Context;
+use serde::Serialize;
+
+/// One partition of one pipeline's topic.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PartitionStatus {
+    pub pipeline: String,
+    pub topic: String,
+    pub partition: i32,
+    /// Last applied offset in the ledger (None: nothing applied yet).
+    pub applied: Option<i64>,
+    /// The partition's high watermark: the next offset to be written.
+    pub high_watermark: i64,
+    /// Events not yet applied: high watermark minus the next offset to apply.
+    pub lag: i64,
+    /// When the ledger last moved, RFC 3339.
+    pub last_applied_at: Option<String>,
+}
+
+/// The status of every partition of every pipeline, in declaration order.
+pub async fn collect(config: &Config) -> anyhow::Result<Vec<PartitionStatus>> {
+    let client = crate::db::connect(&config.postgres.url).await?;
+    let rows = client
+        .query(
+            "select topic, partition, applied_through, to_char(updated_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+               from pgchain.offsets where group_id = $1",
+            &[&config.kafka.group_id],
+        )
+        .await
+        .context("cannot read pgchain.offsets (is the database migrated?)")?;
+    let ledger: std::collections::HashMap<(String, i32), (i64, String)> = rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
+        .collect();
+    let mut topics: Vec<String> = config
+        .pipelines
+        .values()
+        .flat_map(|p| p.all_topics())
+        .map(String::from)
+        .collect();
+    topics.dedup();
+    let brokers = config.kafka.brokers.clone();
+    let options = config.kafka_options();
+    let marks = tokio::task::spawn_blocking(move || {
+        crate::kafka::high_watermarks_with(&brokers, &options, &topics)
+    })
+    .await??;
+    let mut out = Vec::new();
+    for (name, p) in &config.pipelines {
+        for topic in p.all_topics() {
+            let mut parts: Vec<(i32, i64)> = marks
+                .iter()
+                .filter(|((t, _), _)| t == topic)
+                .map(|((_, p), h)| (*p, *h))
+                .collect();
+            parts.sort();
+            for (partition, high) in parts {
+                let entry = ledger.get(&(topic.to_string(), partition));
+                let applied = entry.map(|(a, _)| *a);
+                let next = applied.map_or(0, |a| a + 1);
+                out.push(PartitionStatus {
+                    pipeline: name.clone(),
+                    topic: topic.to_string(),
+                    partition,
+                    applied,
+                    high_watermark: high,
+                    lag: (high - next).max(0),
+                    last_applied_at: entry.map(|(_, at)| at.clone()),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A table for people: one line per partition.
+pub fn table(rows: &[PartitionStatus]) -> String {
+    let mut out = format!(
+        "{:<20} {:<28} {:>9} {:>12} {:>12} {:>8}  {}\n",
+        "pipeline", "topic", "partition", "applied", "high mark", "lag", "last applied (UTC)"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<20} {:<28} {:>9} {:>12} {:>12} {:>8}  {}\n",
+            r.pipeline,
+            r.topic,
+            r.partition,
+            r.applied.map_or("-".to_string(), |a| a.to_string()),
+            r.high_watermark,
+            r.lag,
+            r.last_applied_at.as_deref().unwrap_or("-")
+        ));
+    }
+    out
+}

@@ -77,7 +77,6 @@ pub async fn apply_once(
         .prepare_cached(APPLY)
         .await
         .map_err(|e| db_error(&e))?;
-    let json = ev.to_json();
     let row = client
         .query_one(
             &stmt,
@@ -87,7 +86,8 @@ pub async fn apply_once(
                 &ev.kafka.partition,
                 &ev.kafka.offset,
                 &route.steps,
-                &Json(&json),
+                // Serialised straight from the event, no intermediate Value.
+                &Json(ev),
             ],
         )
         .await
@@ -122,8 +122,7 @@ pub async fn apply_batch_once(
     };
     let offsets: Vec<i64> = batch.iter().map(|(ev, _)| ev.kafka.offset).collect();
     let chains: Vec<String> = batch.iter().map(|(_, r)| r.steps.join(",")).collect();
-    let evs: Vec<Json<serde_json::Value>> =
-        batch.iter().map(|(ev, _)| Json(ev.to_json())).collect();
+    let evs: Vec<Json<&ChangeEvent>> = batch.iter().map(|(ev, _)| Json(*ev)).collect();
     let client = pool.get().await.map_err(pool_error)?;
     let stmt = client
         .prepare_cached(APPLY_BATCH)

@@ -67,9 +67,3 @@ pub struct ChangeEvent {
     pub kafka: KafkaCoords,
     pub pipeline: String,
 }
-
-impl ChangeEvent {
-    pub fn to_json(&self) -> Value {
-        serde_json::to_value(self).expect("a ChangeEvent always serialises")
-    }
-}

@@ -106,14 +106,7 @@ async fn run_example(
         other => std::env::var(other).ok(),
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut topics: Vec<String> = config
-        .pipelines
-        .values()
-        .flat_map(|p| p.all_topics())
-        .map(String::from)
-        .collect();
-    topics.sort();
-    topics.dedup();
+    let topics = config.topics();
     for t in &topics {
         cluster
             .create_topic(t, 3, 1)

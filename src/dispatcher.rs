@@ -58,7 +58,7 @@ impl Dispatcher {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let consumer = Arc::new(self.consumer()?);
         consumer.context().attach(&consumer);
-        let topics = self.shared.router.topics();
+        let topics = self.config.topics();
         let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topic_refs)

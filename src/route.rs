@@ -91,13 +91,6 @@ impl Router {
         Router { topics }
     }
 
-    /// Topics to subscribe to, sorted.
-    pub fn topics(&self) -> Vec<String> {
-        let mut t: Vec<String> = self.topics.keys().cloned().collect();
-        t.sort();
-        t
-    }
-
     pub fn route(&self, msg: &Message<'_>) -> Result<Routed, RouteError> {
         let Some(topic) = self.topics.get(msg.topic) else {
             return Err(RouteError::Unroutable(format!(

@@ -37,13 +37,7 @@ pub async fn collect(config: &Config) -> anyhow::Result<Vec<PartitionStatus>> {
         .iter()
         .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
         .collect();
-    let mut topics: Vec<String> = config
-        .pipelines
-        .values()
-        .flat_map(|p| p.all_topics())
-        .map(String::from)
-        .collect();
-    topics.dedup();
+    let topics = config.topics();
     let brokers = config.kafka.brokers.clone();
     let options = config.kafka_options();
     let marks = tokio::task::spawn_blocking(move || {

@@ -138,6 +138,15 @@ fn a_good_file_keeps_declaration_order_and_fills_the_environment() {
 }
 
 #[test]
+fn topics_are_listed_once_in_order() {
+    let text = format!(
+        "{GOOD_HEAD}  a:\n    topic: t\n    table: x\n    chain: [a.b]\n  b:\n    topics: [s, u]\n    chain: [a.b]\n  c:\n    topic: t\n    table: y\n    chain: [a.b]\n"
+    );
+    let config = Config::from_text(&text, Path::new("p.yaml"), |_| None).unwrap();
+    assert_eq!(config.topics(), ["s", "t", "u"]);
+}
+
+#[test]
 fn the_shipped_examples_are_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let config = Config::load(&root.join("pipelines.yaml")).expect("pipelines.yaml");

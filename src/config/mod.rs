@@ -214,6 +214,19 @@ impl Config {
         }
     }
 
+    /// Every topic some pipeline reads, sorted, each once.
+    pub fn topics(&self) -> Vec<String> {
+        let mut t: Vec<String> = self
+            .pipelines
+            .values()
+            .flat_map(|p| p.all_topics())
+            .map(String::from)
+            .collect();
+        t.sort();
+        t.dedup();
+        t
+    }
+
     /// librdkafka options from `kafka.options`, as strings.
     pub fn kafka_options(&self) -> Vec<(String, String)> {
         self.kafka

@@ -198,12 +198,8 @@ async fn through_pgchain(
     );
     let config = Config::from_text(&yaml, Path::new("bench.yaml"), |_| None)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let dispatcher = Dispatcher::new(config)?.record_latencies();
-    let stats = dispatcher.stats();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(dispatcher.run(async {
-        let _ = stop_rx.await;
-    }));
+    let running = Dispatcher::new(config)?.record_latencies().spawn();
+    let stats = running.stats.clone();
     // The clock starts at the first applied event, after the group join.
     let applied = |s: &crate::stats::Snapshot| s.pipelines.get("bench").map_or(0, |c| c.applied);
     while applied(&stats.snapshot()) == 0 {
@@ -218,8 +214,7 @@ async fn through_pgchain(
     )
     .await?;
     let elapsed = start.elapsed();
-    let _ = stop_tx.send(());
-    run.await??;
+    running.stop().await?;
     let snap = stats.snapshot();
     anyhow::ensure!(
         applied(&snap) as usize == total,

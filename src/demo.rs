@@ -123,12 +123,8 @@ async fn run_example(
     }
 
     let started = Instant::now();
-    let dispatcher = Dispatcher::new(config)?;
-    let stats = dispatcher.stats();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let run = tokio::spawn(dispatcher.run(async {
-        let _ = done_rx.await;
-    }));
+    let running = Dispatcher::new(config)?.spawn();
+    let stats = running.stats.clone();
     // The first applied event marks the end of the consumer group's forming.
     while stats.snapshot().next_offsets.is_empty() && started.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -136,8 +132,7 @@ async fn run_example(
     let joined = started.elapsed();
     let drained = kafka::drained(stats.clone(), brokers, topics, Duration::from_secs(300)).await;
     let elapsed = started.elapsed();
-    let _ = done_tx.send(());
-    run.await??;
+    running.stop().await?;
     drained?;
     let snap = stats.snapshot();
     print_summary(url, &snap, tables, joined, elapsed).await?;

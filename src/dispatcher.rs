@@ -53,6 +53,17 @@ impl Dispatcher {
         self.shared.stats.clone()
     }
 
+    /// Runs as a task until [`Background::stop`] (for the demo, the bench
+    /// and tests; the service uses [`Dispatcher::run`] with its signals).
+    pub fn spawn(self) -> Background {
+        let stats = self.stats();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.run(async {
+            let _ = stopped.await;
+        }));
+        Background { stats, stop, task }
+    }
+
     /// Consumes until `shutdown` resolves, then finishes the chains in flight,
     /// commits the offsets and leaves the group.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -102,6 +113,21 @@ impl Dispatcher {
                     self.config.path.display()
                 )
             })
+    }
+}
+
+/// A dispatcher running as a task.
+pub struct Background {
+    pub stats: Stats,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Background {
+    /// Finishes the chains in flight, commits, and waits for the end.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await?
     }
 }
 

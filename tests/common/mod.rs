@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use pgchain::config::Config;
-use pgchain::dispatcher::Dispatcher;
+use pgchain::dispatcher::{Background, Dispatcher};
 use pgchain::kafka::{self, Record};
 use pgchain::stats::Stats;
 use rdkafka::mocking::MockCluster;
@@ -12,7 +12,6 @@ use rdkafka::producer::DefaultProducerContext;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-use tokio::task::JoinHandle;
 
 pub fn server_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| pgchain::config::default_url())
@@ -149,8 +148,7 @@ pub fn config(yaml: &str, kafka: &Kafka, db: &TestDb) -> Config {
 /// A dispatcher running in the background until `stop` is called.
 pub struct Running {
     pub stats: Stats,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: JoinHandle<anyhow::Result<()>>,
+    background: Background,
 }
 
 pub fn start(config: Config) -> Running {
@@ -166,15 +164,10 @@ pub fn start(config: Config) -> Running {
                 initial: Duration::from_millis(20),
                 max: Duration::from_millis(200),
             });
-    let stats = dispatcher.stats();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(dispatcher.run(async {
-        let _ = rx.await;
-    }));
+    let background = dispatcher.spawn();
     Running {
-        stats,
-        stop: Some(tx),
-        task,
+        stats: background.stats.clone(),
+        background,
     }
 }
 
@@ -204,9 +197,8 @@ impl Running {
         }
     }
 
-    pub async fn stop(mut self) -> pgchain::stats::Snapshot {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().expect("dispatcher run");
+    pub async fn stop(self) -> pgchain::stats::Snapshot {
+        self.background.stop().await.expect("dispatcher run");
         self.stats.snapshot()
     }
 }

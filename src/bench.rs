@@ -33,7 +33,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        default_value_t = crate::config::default_url()
     )]
     pub database_url: String,
     #[arg(long, default_value = "pgchain_bench")]

@@ -5,6 +5,7 @@
 //! what is worth retrying, and turns failures into errors that say which step
 //! failed and why.
 
+use crate::config::Retries;
 use crate::event::ChangeEvent;
 use crate::route::Route;
 use deadpool_postgres::Pool;
@@ -13,8 +14,8 @@ use std::time::Duration;
 use tokio_postgres::types::Json;
 use tokio_util::sync::CancellationToken;
 
-const APPLY: &str = "call pgchain.apply_event($1, $2, $3, $4, $5, $6, null)";
-const APPLY_BATCH: &str = "call pgchain.apply_batch($1, $2, $3, $4, $5, $6, null)";
+const APPLY: &str = "call pgchain.apply_event($1, $2, $3, $4, $5, $6, $7, null)";
+const APPLY_BATCH: &str = "call pgchain.apply_batch($1, $2, $3, $4, $5, $6, $7, null)";
 
 /// What `pgchain.apply_event` reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,9 @@ pub enum Outcome {
     Filtered,
     /// The offset was applied before (a redelivery); nothing ran.
     Skipped,
+    /// An earlier event of the same key is parked; nothing ran and the
+    /// ledger did not move: the event must park behind it.
+    Behind,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +38,16 @@ pub enum ErrorClass {
     DependencyMissing,
     /// The event itself fails (constraint, a step's own `raise exception`).
     Data,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::DependencyMissing => "dependency",
+            ErrorClass::Data => "data",
+        }
+    }
 }
 
 /// A failed chain run, with what a user needs to find the cause.
@@ -85,6 +99,7 @@ pub async fn apply_once(
                 &ev.kafka.topic,
                 &ev.kafka.partition,
                 &ev.kafka.offset,
+                &route.pipeline,
                 &route.steps,
                 // Serialised straight from the event, no intermediate Value.
                 &Json(ev),
@@ -100,6 +115,7 @@ fn outcome(status: Option<&str>) -> Result<Outcome, ChainError> {
         Some("applied") => Ok(Outcome::Applied),
         Some("filtered") => Ok(Outcome::Filtered),
         Some("skipped") => Ok(Outcome::Skipped),
+        Some("behind") => Ok(Outcome::Behind),
         other => Err(ChainError {
             class: ErrorClass::Data,
             sqlstate: None,
@@ -121,6 +137,7 @@ pub async fn apply_batch_once(
         return Ok(Vec::new());
     };
     let offsets: Vec<i64> = batch.iter().map(|(ev, _)| ev.kafka.offset).collect();
+    let pipelines: Vec<&str> = batch.iter().map(|(_, r)| r.pipeline.as_str()).collect();
     let chains: Vec<String> = batch.iter().map(|(_, r)| r.steps.join(",")).collect();
     let evs: Vec<Json<&ChangeEvent>> = batch.iter().map(|(ev, _)| Json(*ev)).collect();
     let client = pool.get().await.map_err(pool_error)?;
@@ -136,6 +153,7 @@ pub async fn apply_batch_once(
                 &first.kafka.topic,
                 &first.kafka.partition,
                 &offsets,
+                &pipelines,
                 &chains,
                 &evs,
             ],
@@ -149,62 +167,65 @@ pub async fn apply_batch_once(
     statuses.iter().map(|s| outcome(s.as_deref())).collect()
 }
 
-/// Backoff between attempts: doubles from `initial` up to `max`.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(30),
-        }
-    }
-}
-
-/// Why [`apply`] gave up.
+/// Why [`retrying`] gave up.
 #[derive(Debug)]
 pub enum Failure {
-    /// An error that retrying will not cure; the partition stops here.
-    Fatal(ChainError),
+    /// The error's class is out of attempts; `attempts` runs were made.
+    GaveUp { error: ChainError, attempts: u32 },
     /// Shutdown or revocation came while waiting to retry; nothing was applied.
     Interrupted,
 }
 
-/// Calls `attempt` until it succeeds, fails with an error not worth retrying,
-/// or `stop` fires while waiting. Transient errors are always retried; a
-/// missing dependency only when `retry_dependency`.
+/// Calls `attempt` until it succeeds, its error's class (per `retries`) is
+/// out of attempts, or `stop` fires while waiting. Transient errors are
+/// retried forever. Each class backs off on its own, doubling up to its cap.
 pub async fn retrying<T, F, Fut>(
-    backoff: Backoff,
+    retries: &Retries,
     stop: &CancellationToken,
-    retry_dependency: bool,
-    on_retry: impl Fn(&ChainError),
+    on_retry: impl Fn(&ChainError, u32),
     mut attempt: F,
 ) -> Result<T, Failure>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ChainError>>,
 {
-    let mut delay = backoff.initial;
-    let mut tries = 1u32;
+    let mut tries = 0u32;
+    let mut last: Option<ErrorClass> = None;
+    let mut delay = Duration::ZERO;
     loop {
+        tries += 1;
         let err = match attempt().await {
             Ok(v) => return Ok(v),
-            Err(e) if e.class == ErrorClass::Transient => e,
-            Err(e) if e.class == ErrorClass::DependencyMissing && retry_dependency => e,
-            Err(e) => return Err(Failure::Fatal(e)),
+            Err(e) => e,
         };
-        tracing::warn!(attempt = tries, retry_in_ms = delay.as_millis() as u64, class = ?err.class, "chain failed, retrying: {err}");
-        on_retry(&err);
+        let policy = match err.class {
+            ErrorClass::Transient => &retries.transient,
+            ErrorClass::DependencyMissing => &retries.dependency,
+            ErrorClass::Data => &retries.data,
+        };
+        if err.class != ErrorClass::Transient && tries >= policy.attempts {
+            return Err(Failure::GaveUp {
+                error: err,
+                attempts: tries,
+            });
+        }
+        delay = if last == Some(err.class) {
+            (delay * 2).min(policy.max_backoff.0)
+        } else {
+            policy.backoff.0.min(policy.max_backoff.0)
+        };
+        last = Some(err.class);
+        tracing::warn!(
+            attempt = tries,
+            retry_in_ms = delay.as_millis() as u64,
+            class = err.class.as_str(),
+            "chain failed, retrying: {err}"
+        );
+        on_retry(&err, tries);
         tokio::select! {
             _ = stop.cancelled() => return Err(Failure::Interrupted),
             _ = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(backoff.max);
-        tries += 1;
     }
 }
 
@@ -230,7 +251,7 @@ pub fn classify(code: &str) -> ErrorClass {
     }
 }
 
-fn db_error(e: &tokio_postgres::Error) -> ChainError {
+pub(crate) fn db_error(e: &tokio_postgres::Error) -> ChainError {
     match e.as_db_error() {
         Some(db) => {
             let code = db.code().code().to_string();
@@ -253,7 +274,7 @@ fn db_error(e: &tokio_postgres::Error) -> ChainError {
     }
 }
 
-fn pool_error(e: deadpool_postgres::PoolError) -> ChainError {
+pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> ChainError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => db_error(&e),
         other => ChainError {
@@ -270,9 +291,11 @@ fn pool_error(e: deadpool_postgres::PoolError) -> ChainError {
 /// just inside `pgchain.apply_event`.
 pub fn failing_step(context: &str) -> Option<String> {
     let lines: Vec<&str> = context.lines().collect();
-    let runner = lines
-        .iter()
-        .position(|l| l.contains("function pgchain.apply_event("))?;
+    let runner = lines.iter().position(|l| {
+        ["apply_event(", "apply_batch(", "replay("]
+            .iter()
+            .any(|p| l.contains(&format!("function pgchain.{p}")))
+    })?;
     let stmt = lines[..runner]
         .iter()
         .rev()
@@ -294,6 +317,8 @@ mod tests {
                    SQL statement \"call l1.cleanse($1)\"\n\
                    PL/pgSQL function pgchain.apply_event(text,text,integer,bigint,text[],jsonb,text) line 30 at EXECUTE";
         assert_eq!(failing_step(ctx).as_deref(), Some("l1.cleanse"));
+        let replay = ctx.replace("pgchain.apply_event(text", "pgchain.replay(bigint");
+        assert_eq!(failing_step(&replay).as_deref(), Some("l1.cleanse"));
         assert_eq!(failing_step("PL/pgSQL function x() line 1 at RAISE"), None);
     }
 

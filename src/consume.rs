@@ -12,7 +12,6 @@
 //! fills. On revocation and shutdown it stops the workers (each finishes the
 //! chain in flight), then commits synchronously.
 
-use crate::chain::Backoff;
 use crate::route::Router;
 use crate::stats::Stats;
 use crate::worker::PartitionWorker;
@@ -40,7 +39,11 @@ pub struct Shared {
     pub router: Arc<Router>,
     pub group: String,
     pub stats: Stats,
-    pub backoff: Backoff,
+    /// Retry settings for pgchain's own writes (dead letters).
+    pub retries_default: crate::config::Retries,
+    /// Producer of dead-letter records.
+    pub producer: rdkafka::producer::FutureProducer,
+    pub dead_letters: crate::config::DeadLetters,
     /// Most events of one partition run in one transaction.
     pub max_batch: usize,
 }

@@ -21,6 +21,10 @@ pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
     Ok(Pool::builder(manager)
         .max_size(size)
         .runtime(Runtime::Tokio1)
+        // A database that does not answer is a transient error, not a hang.
+        .create_timeout(Some(std::time::Duration::from_secs(10)))
+        .wait_timeout(Some(std::time::Duration::from_secs(60)))
+        .recycle_timeout(Some(std::time::Duration::from_secs(10)))
         .build()?)
 }
 
@@ -96,18 +100,22 @@ pub async fn check(
     client: &tokio_postgres::Client,
 ) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
+    let dead_letters = client
+        .query_opt("select to_regclass('pgchain.dead_letters')::text", &[])
+        .await?
+        .and_then(|r| r.get::<_, Option<String>>(0));
     let runner = client
-        .query_opt("select to_regprocedure('pgchain.apply_event(text,text,integer,bigint,text[],jsonb,text)')::text", &[])
+        .query_opt("select to_regprocedure('pgchain.apply_event(text,text,integer,bigint,text,text[],jsonb,text)')::text", &[])
         .await?
         .and_then(|r| r.get::<_, Option<String>>(0));
     let batch_runner = client
         .query_opt(
-            "select to_regprocedure('pgchain.apply_batch(text,text,integer,bigint[],text[],jsonb[],text[])')::text",
+            "select to_regprocedure('pgchain.apply_batch(text,text,integer,bigint[],text[],text[],jsonb[],text[])')::text",
             &[],
         )
         .await?
         .and_then(|r| r.get::<_, Option<String>>(0));
-    if runner.is_none() || batch_runner.is_none() {
+    if runner.is_none() || batch_runner.is_none() || dead_letters.is_none() {
         problems
             .push("the database lacks pgchain's own procedures: run `pgchain migrate`".to_string());
     }

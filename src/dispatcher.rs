@@ -1,6 +1,5 @@
 //! `Dispatcher`: config in, chains run, until `shutdown` resolves.
 
-use crate::chain::Backoff;
 use crate::config::Config;
 use crate::consume::{ChainConsumer, ChainContext, Shared, commit_sync};
 use crate::route::Router;
@@ -22,23 +21,20 @@ impl Dispatcher {
     /// Builds the dispatcher; call from inside a multi-threaded tokio runtime.
     pub fn new(config: Config) -> anyhow::Result<Dispatcher> {
         let pool = crate::db::pool(&config.postgres.url, config.postgres.pool_size)?;
+        let producer =
+            crate::dead_letter::producer(&config.kafka.brokers, &config.kafka_options())?;
         let shared = Arc::new(Shared {
             handle: tokio::runtime::Handle::current(),
             pool,
             router: Arc::new(Router::new(&config)),
             group: config.kafka.group_id.clone(),
             stats: Stats::default(),
-            backoff: Backoff::default(),
+            retries_default: crate::config::Retries::default(),
+            producer,
+            dead_letters: config.dead_letters.clone(),
             max_batch: config.postgres.max_batch,
         });
         Ok(Dispatcher { config, shared })
-    }
-
-    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
-        Arc::get_mut(&mut self.shared)
-            .expect("not running yet")
-            .backoff = backoff;
-        self
     }
 
     /// Keeps every chain latency in the stats (for the benchmark).
@@ -67,6 +63,42 @@ impl Dispatcher {
     /// Consumes until `shutdown` resolves, then finishes the chains in flight,
     /// commits the offsets and leaves the group.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        if self.config.dead_letters.create_topics {
+            let pairs: Vec<(String, String)> = self
+                .config
+                .topics()
+                .into_iter()
+                .map(|t| {
+                    let dlq = self.config.dead_letters.topic_for(&t);
+                    (t, dlq)
+                })
+                .collect();
+            crate::dead_letter::ensure_topics(
+                &self.config.kafka.brokers,
+                &self.config.kafka_options(),
+                &pairs,
+            )
+            .await;
+        }
+        let recovery_stop = CancellationToken::new();
+        let recovery = tokio::spawn(
+            crate::recovery::Recovery {
+                redriver: crate::recovery::Redriver {
+                    pool: self.shared.pool.clone(),
+                    router: self.shared.router.clone(),
+                    group: self.shared.group.clone(),
+                    stats: self.shared.stats.clone(),
+                },
+                url: self.config.postgres.url.clone(),
+                interval: self.config.dead_letters.recovery_interval.0,
+                max_replays: self
+                    .config
+                    .dead_letters
+                    .recovery_attempts
+                    .min(i32::MAX as u32) as i32,
+            }
+            .run(recovery_stop.clone()),
+        );
         let consumer = Arc::new(self.consumer()?);
         consumer.context().attach(&consumer);
         let topics = self.config.topics();
@@ -90,6 +122,8 @@ impl Dispatcher {
         tokio::task::spawn_blocking(move || poller.join())
             .await?
             .map_err(|_| anyhow::anyhow!("the poll thread panicked"))?;
+        recovery_stop.cancel();
+        let _ = recovery.await;
         tracing::info!("stopped");
         Ok(())
     }

@@ -7,6 +7,8 @@
 //! - [`chain`]: one chain run = one `CALL pgchain.apply_event` transaction.
 //! - [`consume`]: the Kafka consumer: rebalances, ledger positions, commits.
 //! - [`worker`]: one partition's events, in order, batched, offsets stored.
+//! - [`dead_letter`]: the dead-letter table and topic; [`recovery`]: re-driving
+//!   parked and dead events (on `pgchain.provide`, periodically, on demand).
 //! - [`dispatcher`]: puts them together until shutdown.
 //! - [`db`]: the pool, migrations and `check`.
 //! - [`stats`]: counts and progress, for the demo and the drain check.
@@ -19,11 +21,13 @@ pub mod chain;
 pub mod config;
 pub mod consume;
 pub mod db;
+pub mod dead_letter;
 pub mod decode;
 pub mod demo;
 pub mod dispatcher;
 pub mod event;
 pub mod kafka;
+pub mod recovery;
 pub mod render;
 pub mod route;
 pub mod stats;

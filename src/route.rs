@@ -16,6 +16,8 @@ use std::sync::Arc;
 pub struct Route {
     pub pipeline: String,
     pub steps: Vec<String>,
+    /// Retries per error class before an event leaves the partition's way.
+    pub retries: crate::config::Retries,
     /// Lower-case `table` or `schema.table`.
     filter: Option<String>,
     key: Vec<String>,
@@ -70,6 +72,7 @@ impl Router {
             let route = Arc::new(Route {
                 pipeline: name.clone(),
                 steps: p.chain.clone(),
+                retries: p.retries,
                 filter: p.table.as_ref().map(|t| t.to_lowercase()),
                 key: p.key.clone(),
                 system: p.system.clone(),
@@ -89,6 +92,15 @@ impl Router {
             }
         }
         Router { topics }
+    }
+
+    /// The pipeline of a topic that only one pipeline reads (to name it on a
+    /// message that could not be decoded).
+    pub fn sole_pipeline(&self, topic: &str) -> Option<&str> {
+        match self.topics.get(topic)?.routes.as_slice() {
+            [only] => Some(&only.pipeline),
+            _ => None,
+        }
     }
 
     pub fn route(&self, msg: &Message<'_>) -> Result<Routed, RouteError> {

@@ -13,6 +13,12 @@ pub struct PipelineCounts {
     pub already_applied: u64,
     /// Tombstones passed over (`tombstones: skip`).
     pub tombstones: u64,
+    /// Events parked (waiting for a dependency, or behind one of their key).
+    pub parked: u64,
+    /// Events dead-lettered.
+    pub dead_lettered: u64,
+    /// Parked or dead events replayed successfully.
+    pub replayed: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -22,8 +28,12 @@ pub struct Snapshot {
     pub next_offsets: HashMap<(String, i32), i64>,
     /// (topic, partition) → why it stopped.
     pub stuck: HashMap<(String, i32), String>,
-    /// Chain runs retried after a transient error or a missing dependency.
+    /// Chain runs retried, in all.
     pub retries: u64,
+    /// Chain runs retried, by error class (transient, dependency, data).
+    pub retries_by_class: BTreeMap<&'static str, u64>,
+    /// Recovery passes run (periodic, on a provided key, or from the CLI).
+    pub recovery_passes: u64,
     /// Chain latencies in microseconds, kept only when asked for (the bench).
     pub latencies_us: Option<Vec<u32>>,
 }
@@ -55,6 +65,16 @@ impl Stats {
 
     pub fn retried(&self) {
         self.0.lock().expect("stats lock").retries += 1;
+    }
+
+    pub fn retried_class(&self, class: crate::chain::ErrorClass) {
+        let mut s = self.0.lock().expect("stats lock");
+        s.retries += 1;
+        *s.retries_by_class.entry(class.as_str()).or_default() += 1;
+    }
+
+    pub fn recovery_pass(&self) {
+        self.0.lock().expect("stats lock").recovery_passes += 1;
     }
 
     pub fn processed(&self, topic: &str, partition: i32, offset: i64) {

@@ -1,10 +1,19 @@
 //! One partition's worker: takes the messages waiting in its queue, routes
 //! them, runs their chains (as a batch when there are several) and stores the
-//! offset once they are durable. A message it cannot process stops the
-//! partition there, so nothing after it is applied or committed.
+//! offset once they are durable.
+//!
+//! Failures, by class: a transient error is retried forever with the
+//! partition paused; a missing dependency (PGW01) a few times, then the event
+//! is parked, and later events of its key park behind it; a data error a few
+//! times, then the event is dead-lettered; an undecodable or unroutable
+//! message is dead-lettered at once. Parked and dead events leave through
+//! [`crate::dead_letter`], and the partition flows on. Only what the
+//! dead-letter path itself cannot do (its table is missing) stops the
+//! partition.
 
-use crate::chain::{self, Failure, Outcome};
+use crate::chain::{self, ChainError, ErrorClass, Failure, Outcome};
 use crate::consume::{ChainConsumer, ChainContext, Shared};
+use crate::dead_letter::{self, Class, DeadLetter, Recorded, Status};
 use crate::event::ChangeEvent;
 use crate::route::{Message as RouteMessage, Route, RouteError, Routed};
 use rdkafka::TopicPartitionList;
@@ -16,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, warn};
+use tracing::{Instrument, debug, error, warn};
 
 pub(crate) struct PartitionWorker {
     pub(crate) shared: Arc<Shared>,
@@ -28,35 +37,38 @@ pub(crate) struct PartitionWorker {
 
 /// What happened to one message.
 enum Step {
-    /// Applied, filtered, skipped or already applied: the offset may be stored.
+    /// Applied, filtered, skipped, parked or dead-lettered: the offset may be stored.
     Done,
     /// Stopped while retrying; the message will be consumed again.
     Interrupted,
-    /// Cannot be processed; the partition stops here.
+    /// Cannot be processed nor dead-lettered; the partition stops here.
     Stuck(String),
 }
 
-/// A routed message waiting to run.
+/// A routed message waiting to run; `msg` indexes the polled messages.
 enum Item {
-    Run(Box<ChangeEvent>, Arc<Route>),
+    Run(Box<ChangeEvent>, Arc<Route>, usize),
     /// Nothing to run (a skipped tombstone); only its offset counts.
     Skip {
         pipeline: Option<String>,
         offset: i64,
     },
-}
-
-impl Item {
-    fn offset(&self) -> i64 {
-        match self {
-            Item::Run(ev, _) => ev.kafka.offset,
-            Item::Skip { offset, .. } => *offset,
-        }
-    }
+    /// Undecodable or unroutable: dead-lettered at once.
+    Reject {
+        msg: usize,
+        pipeline: Option<String>,
+        class: Class,
+        why: String,
+    },
 }
 
 impl PartitionWorker {
     pub(crate) async fn run(self, queue: PartitionQueue<ChainContext>, wake: Arc<Notify>) {
+        // A crash may have left dead letters written but not yet on their
+        // topic; they go out before anything after them is committed.
+        if !self.publish_pending().await {
+            return;
+        }
         while !self.stop.is_cancelled() {
             // Take what is already waiting, up to max_batch; never wait to fill.
             let mut msgs: Vec<OwnedMessage> = Vec::new();
@@ -98,10 +110,40 @@ impl PartitionWorker {
         }
     }
 
+    /// Publishes this partition's dead letters that a crash left unpublished.
+    async fn publish_pending(&self) -> bool {
+        let shared = &self.shared;
+        let pending = chain::retrying(
+            &transient_only(&shared.retries_default),
+            &self.stop,
+            |_, _| {},
+            || dead_letter::unpublished(&shared.pool, &shared.group, &self.topic, self.partition),
+        )
+        .await;
+        let Ok(pending) = pending else {
+            return false;
+        };
+        for (id, dl) in pending {
+            warn!(
+                id,
+                topic = dl.topic,
+                partition = dl.partition,
+                offset = dl.offset,
+                "publishing a dead letter a restart left unpublished"
+            );
+            if !dead_letter::publish_until_done(&shared.pool, &shared.producer, &self.stop, id, &dl)
+                .await
+            {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Routes and runs `msgs` in offset order; false when the worker must stop.
     async fn run_messages(&self, msgs: &[OwnedMessage]) -> bool {
         let mut items = Vec::with_capacity(msgs.len());
-        for msg in msgs {
+        for (i, msg) in msgs.iter().enumerate() {
             let view = RouteMessage {
                 topic: msg.topic(),
                 partition: msg.partition(),
@@ -111,7 +153,7 @@ impl PartitionWorker {
                 value: msg.payload(),
             };
             match self.shared.router.route(&view) {
-                Ok(Routed::Event(ev, route)) => items.push(Item::Run(ev, route)),
+                Ok(Routed::Event(ev, route)) => items.push(Item::Run(ev, route, i)),
                 Ok(Routed::Skip {
                     pipeline,
                     reason: _,
@@ -119,55 +161,81 @@ impl PartitionWorker {
                     pipeline,
                     offset: view.offset,
                 }),
-                Err(e @ (RouteError::Undecodable(_) | RouteError::Unroutable(_))) => {
-                    // What came before it still runs; the partition stops here.
-                    if !self.run_items(&items).await {
-                        return false;
-                    }
-                    self.stuck(Some(view.offset), e.to_string()).await;
-                    return false;
+                Err(e) => {
+                    let class = match e {
+                        RouteError::Undecodable(_) => Class::Undecodable,
+                        RouteError::Unroutable(_) => Class::Unroutable,
+                    };
+                    items.push(Item::Reject {
+                        msg: i,
+                        pipeline: self
+                            .shared
+                            .router
+                            .sole_pipeline(view.topic)
+                            .map(String::from),
+                        class,
+                        why: e.to_string(),
+                    });
                 }
             }
         }
-        self.run_items(&items).await
+        self.run_items(msgs, &items).await
     }
 
     /// Runs `items` as one batch when there are several; if the batch fails
     /// for a reason other than a transient one, runs them one by one so the
-    /// failing event is found and reported exactly as on its own.
-    async fn run_items(&self, items: &[Item]) -> bool {
+    /// failing event is found and handled exactly as on its own.
+    async fn run_items(&self, msgs: &[OwnedMessage], items: &[Item]) -> bool {
         let runs = items.iter().filter(|i| matches!(i, Item::Run(..))).count();
-        if runs >= 2 {
+        let rejects = items.iter().any(|i| matches!(i, Item::Reject { .. }));
+        if runs >= 2 && !rejects {
             match self.run_batch(items).await {
                 Ok(()) => return true,
                 Err(Failure::Interrupted) => return false,
-                Err(Failure::Fatal(e)) => {
-                    warn!(
-                        topic = self.topic,
-                        partition = self.partition,
-                        "a batch failed ({e}); running its events one by one"
-                    );
+                Err(Failure::GaveUp { error, .. }) => {
+                    let parked = error.sqlstate.as_deref() == Some("PGW02");
+                    if parked {
+                        debug!(
+                            topic = self.topic,
+                            partition = self.partition,
+                            "a batch holds a key with parked events; running its events one by one"
+                        );
+                    } else {
+                        warn!(
+                            topic = self.topic,
+                            partition = self.partition,
+                            "a batch failed ({error}); running its events one by one"
+                        );
+                    }
                 }
             }
         }
-        self.run_each(items).await
+        self.run_each(msgs, items).await
     }
 
     async fn run_batch(&self, items: &[Item]) -> Result<(), Failure> {
         let runs: Vec<(&ChangeEvent, &Route)> = items
             .iter()
             .filter_map(|i| match i {
-                Item::Run(ev, route) => Some((ev.as_ref(), route.as_ref())),
-                Item::Skip { .. } => None,
+                Item::Run(ev, route, _) => Some((ev.as_ref(), route.as_ref())),
+                _ => None,
             })
             .collect();
         let started = std::time::Instant::now();
         let shared = &self.shared;
-        let retried = |_: &chain::ChainError| shared.stats.retried();
-        let outcomes = chain::retrying(shared.backoff, &self.stop, false, retried, || {
-            chain::apply_batch_once(&shared.pool, &shared.group, &runs)
-        })
-        .await?;
+        // Only transient errors are retried as a batch; anything else is
+        // found and handled event by event.
+        let retries = transient_only(&runs[0].1.retries);
+        let paused = self.pause_on_transient();
+        let outcomes = chain::retrying(
+            &retries,
+            &self.stop,
+            |e, n| paused.retried(e, n),
+            || chain::apply_batch_once(&shared.pool, &shared.group, &runs),
+        )
+        .await;
+        paused.resume();
+        let outcomes = outcomes?;
         for ((_, route), outcome) in runs.iter().zip(outcomes) {
             shared.stats.latency(started.elapsed());
             self.count(&route.pipeline, outcome);
@@ -176,34 +244,68 @@ impl PartitionWorker {
             self.count_skip(item);
         }
         if let Some(last) = items.last() {
-            self.done(last.offset());
+            self.done(self.offset_of(last));
         }
         Ok(())
     }
 
-    async fn run_each(&self, items: &[Item]) -> bool {
+    fn offset_of(&self, item: &Item) -> i64 {
+        match item {
+            Item::Run(ev, _, _) => ev.kafka.offset,
+            Item::Skip { offset, .. } => *offset,
+            Item::Reject { .. } => unreachable!("rejects run one by one"),
+        }
+    }
+
+    async fn run_each(&self, msgs: &[OwnedMessage], items: &[Item]) -> bool {
         for item in items {
             // Revocation or shutdown: stop between events, not after the batch.
             if self.stop.is_cancelled() {
                 return false;
             }
-            let Item::Run(ev, route) = item else {
-                self.count_skip(item);
-                self.done(item.offset());
-                continue;
+            let (step, offset) = match item {
+                Item::Skip { offset, .. } => {
+                    self.count_skip(item);
+                    (Step::Done, *offset)
+                }
+                Item::Reject {
+                    msg,
+                    pipeline,
+                    class,
+                    why,
+                } => {
+                    let msg = &msgs[*msg];
+                    error!(
+                        topic = self.topic,
+                        partition = self.partition,
+                        offset = msg.offset(),
+                        "{why}; dead-lettered"
+                    );
+                    let mut dl =
+                        DeadLetter::of(msg, self.shared.dead_letters.topic_for(&self.topic));
+                    dl.pipeline = pipeline.clone();
+                    dl.class = *class;
+                    dl.message = why.clone();
+                    dl.attempts = 1;
+                    (self.leave(dl).await, msg.offset())
+                }
+                Item::Run(ev, route, msg) => {
+                    let span = tracing::info_span!(
+                        "event",
+                        topic = ev.kafka.topic,
+                        partition = ev.kafka.partition,
+                        offset = ev.kafka.offset,
+                        pipeline = route.pipeline
+                    );
+                    let step = self.run_one(ev, route, &msgs[*msg]).instrument(span).await;
+                    (step, ev.kafka.offset)
+                }
             };
-            let span = tracing::info_span!(
-                "event",
-                topic = ev.kafka.topic,
-                partition = ev.kafka.partition,
-                offset = ev.kafka.offset,
-                pipeline = route.pipeline
-            );
-            match self.run_one(ev, route).instrument(span).await {
-                Step::Done => self.done(ev.kafka.offset),
+            match step {
+                Step::Done => self.done(offset),
                 Step::Interrupted => return false,
                 Step::Stuck(why) => {
-                    self.stuck(Some(ev.kafka.offset), why).await;
+                    self.stuck(Some(offset), why).await;
                     return false;
                 }
             }
@@ -220,24 +322,95 @@ impl PartitionWorker {
         }
     }
 
-    async fn run_one(&self, ev: &ChangeEvent, route: &Route) -> Step {
+    async fn run_one(&self, ev: &ChangeEvent, route: &Route, msg: &OwnedMessage) -> Step {
         let started = std::time::Instant::now();
         let shared = &self.shared;
-        // Missing dependencies are retried too, until parking exists.
-        let retried = |_: &chain::ChainError| shared.stats.retried();
-        let result = chain::retrying(shared.backoff, &self.stop, true, retried, || {
-            chain::apply_once(&shared.pool, &shared.group, ev, route)
-        })
-        .await;
-        match result {
-            Ok(outcome) => {
-                shared.stats.latency(started.elapsed());
-                self.count(&route.pipeline, outcome);
-                Step::Done
+        loop {
+            let paused = self.pause_on_transient();
+            let result = chain::retrying(
+                &route.retries,
+                &self.stop,
+                |e, n| paused.retried(e, n),
+                || chain::apply_once(&shared.pool, &shared.group, ev, route),
+            )
+            .await;
+            paused.resume();
+            let dl = DeadLetter::of(msg, shared.dead_letters.topic_for(&self.topic));
+            let dl = match result {
+                Ok(Outcome::Behind) => {
+                    let mut dl = dl;
+                    dl.status = Status::Parked;
+                    dl.class = Class::Queued;
+                    dl.message = "an earlier event of this key is parked".into();
+                    dl.attempts = 1;
+                    dl
+                }
+                Ok(outcome) => {
+                    shared.stats.latency(started.elapsed());
+                    self.count(&route.pipeline, outcome);
+                    return Step::Done;
+                }
+                Err(Failure::Interrupted) => return Step::Interrupted,
+                Err(Failure::GaveUp { error, attempts }) => {
+                    let dl = dl.failed(&error, attempts);
+                    if dl.status == Status::Parked {
+                        warn!(awaits = dl.awaits, attempts, "parked: {error}");
+                    } else {
+                        error!(
+                            attempts,
+                            "dead-lettered: pipeline {}: {error}", route.pipeline
+                        );
+                    }
+                    dl
+                }
+            };
+            let mut dl = dl;
+            dl.pipeline = Some(route.pipeline.clone());
+            dl.entity_key = Some(serde_json::Value::Object(ev.key.clone()));
+            match self.leave_or_rerun(dl).await {
+                Some(step) => return step,
+                // The parked events ahead were replayed meanwhile: run it.
+                None => continue,
             }
-            Err(Failure::Interrupted) => Step::Interrupted,
-            Err(Failure::Fatal(e)) => Step::Stuck(format!("pipeline {}: {e}", route.pipeline)),
         }
+    }
+
+    /// Dead-letters or parks `dl`; `None` when it turned out not to need it.
+    async fn leave_or_rerun(&self, dl: DeadLetter) -> Option<Step> {
+        let shared = &self.shared;
+        let recorded = chain::retrying(
+            &transient_only(&shared.retries_default),
+            &self.stop,
+            |_, _| shared.stats.retried(),
+            || dead_letter::record(&shared.pool, &shared.group, &dl),
+        )
+        .await;
+        let (id, published) = match recorded {
+            Ok(Recorded::Row { id, published }) => (id, published),
+            Ok(Recorded::AheadGone) => return None,
+            Err(Failure::Interrupted) => return Some(Step::Interrupted),
+            Err(Failure::GaveUp { error, .. }) => {
+                return Some(Step::Stuck(format!(
+                    "cannot write the dead letter of this event: {error}; is the pgchain schema migrated?"
+                )));
+            }
+        };
+        if !published
+            && !dead_letter::publish_until_done(&shared.pool, &shared.producer, &self.stop, id, &dl)
+                .await
+        {
+            return Some(Step::Interrupted);
+        }
+        let pipeline = dl.pipeline.as_deref().unwrap_or("-");
+        shared.stats.record(pipeline, |c| match dl.status {
+            Status::Parked => c.parked += 1,
+            Status::Dead => c.dead_lettered += 1,
+        });
+        Some(Step::Done)
+    }
+
+    async fn leave(&self, dl: DeadLetter) -> Step {
+        self.leave_or_rerun(dl).await.unwrap_or(Step::Done)
     }
 
     fn count(&self, pipeline: &str, outcome: Outcome) {
@@ -245,7 +418,16 @@ impl PartitionWorker {
             Outcome::Applied => c.applied += 1,
             Outcome::Filtered => c.filtered += 1,
             Outcome::Skipped => c.already_applied += 1,
+            Outcome::Behind => {}
         });
+    }
+
+    /// Pauses fetching for this partition while a transient error is retried.
+    fn pause_on_transient(&self) -> PauseGuard<'_> {
+        PauseGuard {
+            worker: self,
+            paused: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     /// Everything up to `offset` is durable in PostgreSQL: let Kafka know.
@@ -278,4 +460,56 @@ impl PartitionWorker {
         let _ = self.consumer.pause(&tpl);
         self.stop.cancelled().await;
     }
+
+    fn set_paused(&self, pause: bool) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, self.partition);
+        let result = if pause {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        if let Err(e) = result {
+            warn!(
+                topic = self.topic,
+                partition = self.partition,
+                pause,
+                "cannot pause or resume the partition: {e}"
+            );
+        }
+    }
+}
+
+/// Pauses the partition at the first transient retry, resumes it after.
+struct PauseGuard<'w> {
+    worker: &'w PartitionWorker,
+    paused: std::sync::atomic::AtomicBool,
+}
+
+impl PauseGuard<'_> {
+    fn retried(&self, e: &ChainError, _attempt: u32) {
+        self.worker.shared.stats.retried_class(e.class);
+        if e.class == ErrorClass::Transient
+            && !self.paused.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.worker.set_paused(true);
+        }
+    }
+
+    fn resume(&self) {
+        if self
+            .paused
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.worker.set_paused(false);
+        }
+    }
+}
+
+/// `retries` with every class but transient given up at the first error.
+fn transient_only(retries: &crate::config::Retries) -> crate::config::Retries {
+    let mut r = *retries;
+    r.dependency.attempts = 1;
+    r.data.attempts = 1;
+    r
 }

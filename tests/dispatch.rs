@@ -139,7 +139,7 @@ async fn goldengate_events_run_their_chain_end_to_end() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_failing_step_leaves_no_trace_and_stops_only_its_partition() {
+async fn a_failing_step_leaves_no_trace_and_its_event_is_dead_lettered() {
     let db = TestDb::new("atomic").await;
     db.exec(TEST_STEPS).await;
     let (bad, good) = ("orders.bad", "orders.good");
@@ -154,31 +154,40 @@ async fn a_failing_step_leaves_no_trace_and_stops_only_its_partition() {
     kafka.produce(records).await;
     let yaml = format!(
         "kafka:\n  brokers: {{brokers}}\n  group_id: g1\npostgres:\n  url: {{url}}\n\
-         pipelines:\n  bad:\n    topic: {bad}\n    chain: [t.step1, t.step2, t.poison]\n  good:\n    topic: {good}\n    chain: [t.record]\n"
+         pipelines:\n  bad:\n    topic: {bad}\n    chain: [t.step1, t.step2, t.poison]\n    retries: {{data: {{attempts: 3, backoff: 10ms}}}}\n  good:\n    topic: {good}\n    chain: [t.record]\n"
     );
     let run = start(config(&yaml, &kafka, &db));
-    run.until("the bad partition to stop", |s| !s.stuck.is_empty())
-        .await;
-    run.drained(&kafka, &[good]).await;
+    run.drained(&kafka, &[bad, good]).await;
     let snap = run.stop().await;
 
-    let why = &snap.stuck[&(bad.to_string(), 0)];
-    assert!(
-        why.contains("pipeline bad: step t.poison: poisoned row {\"id\": 9}"),
-        "{why}"
-    );
-    assert!(why.contains("SQLSTATE P0001"), "{why}");
-    // Offsets 0 and 1 ran all three steps; offset 2 (the poison) left nothing.
+    assert!(snap.stuck.is_empty(), "{:?}", snap.stuck);
+    assert_eq!(snap.pipelines["bad"].dead_lettered, 1);
+    assert_eq!(snap.pipelines["bad"].applied, 3);
+    // Offsets 0, 1 and 3 ran all three steps; offset 2 (the poison) left
+    // nothing of steps 1 and 2, in any of its three attempts.
     let log = db
         .strings("select step || '@' || kafka_offset from t.log order by kafka_offset, step")
         .await;
-    assert_eq!(log, ["step1@0", "step2@0", "step1@1", "step2@1"]);
-    assert_eq!(db.applied("g1", bad, 0).await, Some(1));
     assert_eq!(
-        committed(&kafka, "g1", bad).await,
-        Some(2),
-        "Kafka resumes at the poison, not past it"
+        log,
+        [
+            "step1@0", "step2@0", "step1@1", "step2@1", "step1@3", "step2@3"
+        ]
     );
+    let dead = db
+        .strings(
+            "select concat_ws(' | ', status, error_class, pipeline, topic || '/' || partition || '@' || kafka_offset,
+                    failing_step, sqlstate, error_message, attempts)
+               from pgchain.dead_letters",
+        )
+        .await;
+    assert_eq!(
+        dead,
+        [format!(
+            "dead | data | bad | {bad}/0@2 | t.poison | P0001 | poisoned row {{\"id\": 9}}; detail: test poison | 3"
+        )]
+    );
+    assert_eq!(db.applied("g1", bad, 0).await, Some(3));
     // The other partition kept flowing.
     assert_eq!(db.i64("select count(*) from t.seen").await, 10);
 }
@@ -505,7 +514,7 @@ async fn a_step_can_end_the_chain_early() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_undecodable_message_stops_its_partition_and_names_where() {
+async fn an_undecodable_message_is_dead_lettered_at_once_and_names_why() {
     let db = TestDb::new("undecodable").await;
     db.exec(TEST_STEPS).await;
     let kafka = Kafka::new(&[("items", 1)]);
@@ -518,16 +527,24 @@ async fn an_undecodable_message_stops_its_partition_and_names_where() {
         &kafka,
         &db,
     ));
-    run.until("the partition to stop", |s| !s.stuck.is_empty())
-        .await;
+    run.drained(&kafka, &["items"]).await;
     let snap = run.stop().await;
-    let why = &snap.stuck[&("items".to_string(), 0)];
+    assert!(snap.stuck.is_empty(), "{:?}", snap.stuck);
+    let dead = db
+        .strings(
+            "select concat_ws(' | ', status, error_class, pipeline, kafka_offset, attempts, error_message)
+               from pgchain.dead_letters",
+        )
+        .await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(
-        why.starts_with("undecodable message: the message value is not valid JSON"),
-        "{why}"
+        dead[0].starts_with(
+            "dead | undecodable | p | 2 | 1 | undecodable message: the message value is not valid JSON"
+        ),
+        "{dead:?}"
     );
-    assert_eq!(db.i64("select count(*) from t.seen").await, 2);
-    assert_eq!(db.applied("g1", "items", 0).await, Some(1));
+    assert_eq!(db.i64("select count(*) from t.seen").await, 3);
+    assert_eq!(db.applied("g1", "items", 0).await, Some(3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

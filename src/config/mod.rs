@@ -4,7 +4,10 @@
 //! validation then checks the whole file and returns **all** problems at once.
 
 mod env;
+mod failure;
 mod lines;
+
+pub use failure::{ClassRetry, DeadLetters, Dur, Retries, parse_duration};
 
 pub use lines::LineIndex;
 
@@ -21,6 +24,9 @@ pub struct Config {
     #[serde(default)]
     pub postgres: PostgresConfig,
     pub pipelines: IndexMap<String, Pipeline>,
+    /// Where events go that cannot be applied, and their recovery.
+    #[serde(default)]
+    pub dead_letters: DeadLetters,
     /// Procedures rendered from templates by `pgchain render`.
     #[serde(default)]
     pub procedures: IndexMap<String, ProcedureSpec>,
@@ -124,6 +130,9 @@ pub struct Pipeline {
     #[serde(default)]
     pub tombstones: Tombstones,
     pub chain: Vec<String>,
+    /// Retries per error class before an event is parked or dead-lettered.
+    #[serde(default)]
+    pub retries: Retries,
 }
 
 impl Pipeline {
@@ -309,6 +318,28 @@ impl Config {
         if self.pipelines.is_empty() {
             problems.add(&["pipelines"], "no pipelines are declared".into());
         }
+        let dl = &self.dead_letters;
+        if dl.topic.trim().is_empty() {
+            problems.add(
+                &["dead_letters", "topic"],
+                "`dead_letters.topic` is empty".into(),
+            );
+        }
+        for topic in self.topics() {
+            let dlq = dl.topic_for(&topic);
+            if self.topics().contains(&dlq) {
+                problems.add(
+                    &["dead_letters", "topic"],
+                    format!("dead letters of topic `{topic}` would go to `{dlq}`, which a pipeline reads; use a topic of its own (e.g. `{{topic}}.dlq`)"),
+                );
+            }
+        }
+        if dl.recovery_interval.0.is_zero() {
+            problems.add(
+                &["dead_letters", "recovery_interval"],
+                "`dead_letters.recovery_interval` must be more than 0".into(),
+            );
+        }
     }
 
     /// Checks one pipeline on its own.
@@ -356,6 +387,17 @@ impl Config {
         }
         if matches!(&p.table, Some(t) if t.trim().is_empty()) {
             problems.add(&at("table"), format!("pipeline `{name}`: `table` is empty"));
+        }
+        for (class, r) in [
+            ("dependency", p.retries.dependency),
+            ("data", p.retries.data),
+        ] {
+            if r.attempts == 0 {
+                problems.add(
+                    &["pipelines", name, "retries", class, "attempts"],
+                    format!("pipeline `{name}`: `retries.{class}.attempts` must be at least 1"),
+                );
+            }
         }
     }
 

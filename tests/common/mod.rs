@@ -157,13 +157,7 @@ pub fn start(config: Config) -> Running {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let dispatcher =
-        Dispatcher::new(config)
-            .expect("dispatcher")
-            .with_backoff(pgchain::chain::Backoff {
-                initial: Duration::from_millis(20),
-                max: Duration::from_millis(200),
-            });
+    let dispatcher = Dispatcher::new(config).expect("dispatcher");
     let background = dispatcher.spawn();
     Running {
         stats: background.stats.clone(),

@@ -111,6 +111,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             topic: TOPIC.to_string(),
             key: Some(json!({"id": id}).to_string().into_bytes()),
             value: Some(v.to_string().into_bytes()),
+            headers: Vec::new(),
         })
         .collect();
     {

@@ -237,6 +237,7 @@ pub fn sample_events(people: usize) -> Vec<Record> {
                     topic: topic(system).into(),
                     key: Some(debezium_key(system, id)),
                     value: None,
+                    headers: Vec::new(),
                 });
             }
         }
@@ -323,6 +324,7 @@ fn event(
         topic: topic(system).into(),
         key,
         value: Some(value.to_string().into_bytes()),
+        headers: Vec::new(),
     }
 }
 
@@ -346,6 +348,7 @@ pub fn campaign_events(people: usize) -> Vec<Record> {
                 .to_string()
                 .into_bytes(),
             ),
+            headers: Vec::new(),
         }
         };
         let grade = ["bronze", "silver", "gold"][rng.next(3) as usize];

@@ -14,6 +14,8 @@ pub struct Record {
     pub topic: String,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
+    /// Kafka headers, in order; a `None` value is a null header.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 /// Produces `records` in order (per key, each lands in its key's partition)
@@ -32,6 +34,16 @@ pub fn produce(brokers: &str, records: &[Record]) -> anyhow::Result<()> {
         }
         if let Some(v) = &r.value {
             rec = rec.payload(v.as_slice());
+        }
+        if !r.headers.is_empty() {
+            let mut h = rdkafka::message::OwnedHeaders::new_with_capacity(r.headers.len());
+            for (k, v) in &r.headers {
+                h = h.insert(rdkafka::message::Header {
+                    key: k,
+                    value: v.as_deref(),
+                });
+            }
+            rec = rec.headers(h);
         }
         let mut rec = rec;
         loop {

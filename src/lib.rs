@@ -25,6 +25,7 @@ pub mod dead_letter;
 pub mod decode;
 pub mod demo;
 pub mod dispatcher;
+pub mod dlq;
 pub mod event;
 pub mod kafka;
 pub mod recovery;

@@ -32,6 +32,41 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+enum DlqCommand {
+    /// Dead letters of the config's consumer group, oldest first.
+    List {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        #[command(flatten)]
+        filter: pgchain::dlq::Filter,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run parked or dead events through their chain again, in order.
+    Replay {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        #[command(flatten)]
+        filter: pgchain::dlq::Filter,
+        /// Every parked and dead event.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Mark parked or dead events discarded; the reason is kept.
+    Discard {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        #[command(flatten)]
+        filter: pgchain::dlq::Filter,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the dispatcher until SIGINT or SIGTERM.
     Run {
@@ -75,6 +110,11 @@ enum Command {
         /// Write nothing; fail if a procedure changed without a new migration.
         #[arg(long)]
         check: bool,
+    },
+    /// Dead letters: list, replay or discard.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
     },
     /// The whole flow on an embedded Kafka and the local PostgreSQL.
     Demo(pgchain::demo::DemoArgs),
@@ -136,9 +176,52 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             migrations,
             check,
         } => render(&config, &templates, &migrations, check),
+        Command::Dlq { command } => dlq(command).await,
         Command::Demo(args) => pgchain::demo::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => pgchain::bench::run(args).await.map(|()| ExitCode::SUCCESS),
     }
+}
+
+async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DlqCommand::List {
+            config,
+            filter,
+            json,
+        } => {
+            let entries = pgchain::dlq::list(&load(&config)?, &filter).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                print!("{}", pgchain::dlq::table(&entries));
+            }
+        }
+        DlqCommand::Replay {
+            config,
+            filter,
+            all,
+        } => {
+            let r = pgchain::dlq::replay(&load(&config)?, &filter, all).await?;
+            println!(
+                "replayed {}; still parked {}; still dead {}; waiting behind a parked event {}; gone meanwhile {}",
+                r.replayed, r.still_parked, r.still_dead, r.behind, r.gone
+            );
+            if r.still_parked + r.still_dead + r.behind > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        DlqCommand::Discard {
+            config,
+            filter,
+            all,
+            reason,
+        } => {
+            let ids = pgchain::dlq::discard(&load(&config)?, &filter, all, &reason).await?;
+            let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+            println!("discarded {}{}", ids.len(), list(&ids));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {

@@ -79,10 +79,20 @@ impl PartitionWorker {
                     Some(Ok(msg)) => msgs.push(msg.detach()),
                     Some(Err(KafkaError::PartitionEOF(_))) => break,
                     // librdkafka has moved past what it could not read (an
-                    // unsupported compression, a corrupt batch): stop here
-                    // rather than apply what follows.
-                    Some(Err(e)) => {
+                    // unsupported compression, a corrupt batch, an offset
+                    // reset): stop here rather than apply what follows.
+                    Some(Err(e)) if skips_data(&e) => {
                         failed = Some(e);
+                        break;
+                    }
+                    // A failed fetch (timeout, leader change): librdkafka
+                    // fetches again from the same offset.
+                    Some(Err(e)) => {
+                        warn!(
+                            topic = self.topic,
+                            partition = self.partition,
+                            "fetch failed, librdkafka retries: {e}"
+                        );
                         break;
                     }
                 }
@@ -512,4 +522,24 @@ fn transient_only(retries: &crate::config::Retries) -> crate::config::Retries {
     r.dependency.attempts = 1;
     r.data.attempts = 1;
     r
+}
+
+/// True for a consumption error after which librdkafka has skipped messages
+/// (corrupt or unreadable data, or an offset reset), so carrying on would
+/// silently lose them.
+fn skips_data(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::*;
+    matches!(
+        e,
+        KafkaError::MessageConsumption(
+            BadMessage
+                | BadCompression
+                | InvalidMessage
+                | MessageSizeTooLarge
+                | AutoOffsetReset
+                | OffsetOutOfRange
+                | UnsupportedCompressionType
+                | UnsupportedVersion
+        ) | KafkaError::MessageConsumptionFatal(_)
+    )
 }

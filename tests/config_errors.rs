@@ -23,14 +23,14 @@ fn bad_files_name_file_line_and_key() {
             "unknown key",
             "kafka:\n  brokers: k:9092\npipelines:\n  p:\n    topic: t\n    chian: [a.b]\n",
             &[
-                "pipelines.yaml:6: pipelines.p: unknown field `chian`, expected one of `topic`, `topics`, `format`, `table`, `key`, `system`, `tombstones`, `chain`",
+                "pipelines.yaml:6: pipelines.p: unknown field `chian`, expected one of `topic`, `topics`, `format`, `table`, `key`, `system`, `tombstones`, `chain`, `retries`",
             ],
         ),
         (
             "unknown top-level key",
             "kafka:\n  brokers: k:9092\npipelnes: {}\n",
             &[
-                "pipelines.yaml:3: unknown field `pipelnes`, expected one of `kafka`, `postgres`, `pipelines`, `procedures`",
+                "pipelines.yaml:3: unknown field `pipelnes`, expected one of `kafka`, `postgres`, `pipelines`, `dead_letters`, `procedures`",
             ],
         ),
         (
@@ -99,6 +99,25 @@ fn bad_files_name_file_line_and_key() {
             &[
                 "pipelines.yaml:4: `postgres.pool_size` must be at least 1",
                 "pipelines.yaml:5: `postgres.max_batch` must be at least 1",
+            ],
+        ),
+        (
+            "dead letters into a topic a pipeline reads",
+            "kafka:\n  brokers: k\ndead_letters:\n  topic: 'in'\npipelines:\n  a:\n    topic: in\n    chain: [a.b]\n",
+            &[
+                "pipelines.yaml:4: dead letters of topic `in` would go to `in`, which a pipeline reads; use a topic of its own (e.g. `{topic}.dlq`)",
+            ],
+        ),
+        (
+            "no attempts",
+            "kafka:\n  brokers: k\npipelines:\n  a:\n    topic: in\n    chain: [a.b]\n    retries:\n      data:\n        attempts: 0\n",
+            &["pipelines.yaml:9: pipeline `a`: `retries.data.attempts` must be at least 1"],
+        ),
+        (
+            "bad duration",
+            "kafka:\n  brokers: k\ndead_letters:\n  recovery_interval: soon\npipelines:\n  a:\n    topic: in\n    chain: [a.b]\n",
+            &[
+                "pipelines.yaml:4: dead_letters: `soon` is not a duration (like 250ms, 5s, 5m or 1h)",
             ],
         ),
         (

@@ -295,7 +295,7 @@ async fn positions_compare_as_numbers_or_binlog_coordinates() {
     }
 }
 
-const BASE: &str = "target: tgt.campaign_member\nkey: {member_id: bigint}\nsource: member\nbase: true\ncolumns: {name: text, grade: text}";
+const BASE: &str = "target: tgt.campaign_member\nkey: {member_id: bigint}\nsource: member\nbase: true\nprovides: member\ncolumns: {name: text, grade: text}";
 const CONSENT: &str = "target: tgt.campaign_member\nkey: {member_id: bigint}\nsource: consent\nbase: false\nawaits: member\n\
                        columns: {sms_ok: boolean, email_ok: boolean}\nfields: {member_id: MEMBER_ID}";
 
@@ -368,7 +368,7 @@ async fn consolidate_builds_one_row_from_base_and_side_tables() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_side_row_before_its_base_row_lands_once_the_base_arrives() {
+async fn a_side_row_before_its_base_row_is_parked_and_lands_once_the_base_arrives() {
     use common::{Kafka, config, record, start};
     let db = TestDb::new("consolidate_run").await;
     install(&db, "tgt.member_base", "consolidate", BASE).await;
@@ -386,9 +386,16 @@ async fn a_side_row_before_its_base_row_lands_once_the_base_arrives() {
         )])
         .await;
     let run = start(config(yaml, &kafka, &db));
-    // The consent event is retried while its member is missing.
-    run.until("the consent event to be retried", |s| s.retries >= 2)
-        .await;
+    // The consent event is retried while its member is missing, then parked.
+    run.until("the consent event to be parked", |s| {
+        s.pipelines.get("consent").is_some_and(|c| c.parked == 1)
+    })
+    .await;
+    assert_eq!(
+        db.strings("select awaits from pgchain.dead_letters where status = 'parked'")
+            .await,
+        ["member:5"]
+    );
     assert_eq!(db.i64("select count(*) from tgt.campaign_member").await, 0);
     let member = json!({"op": "c", "after": {"member_id": 5, "name": "Lee", "grade": "silver"}, "source": {"table": "member", "ts_ms": 20}});
     kafka
@@ -399,6 +406,11 @@ async fn a_side_row_before_its_base_row_lands_once_the_base_arrives() {
         )])
         .await;
     run.drained(&kafka, &["crm.member", "crm.consent"]).await;
+    // Providing member:5 re-drives the parked consent at once.
+    run.until("the consent event to be replayed", |s| {
+        s.pipelines.get("consent").is_some_and(|c| c.replayed == 1)
+    })
+    .await;
     run.stop().await;
     let row = db.strings("select concat_ws(' ', member_id, name, grade, sms_ok, email_ok) from tgt.campaign_member").await;
     assert_eq!(row, ["5 Lee silver t t"]);

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use pgchain::config::Config;
 use pgchain::dispatcher::{Background, Dispatcher};
 use pgchain::kafka::{self, Record};
@@ -134,6 +136,7 @@ pub fn record(topic: &str, key: Option<&str>, value: Option<&str>) -> Record {
         topic: topic.to_string(),
         key: key.map(|k| k.as_bytes().to_vec()),
         value: value.map(|v| v.as_bytes().to_vec()),
+        headers: Vec::new(),
     }
 }
 

@@ -1,0 +1,239 @@
+//! `pgchain dlq`: list, replay and discard dead letters of the config's
+//! consumer group.
+
+use crate::config::Config;
+use crate::recovery::{Redriver, Report, Scope};
+use crate::route::Router;
+use crate::stats::Stats;
+use anyhow::Context;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which dead letters a command takes; every filter narrows.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Filter {
+    /// Only these ids (repeat, or separate with commas).
+    #[arg(long = "id", value_delimiter = ',')]
+    pub ids: Vec<i64>,
+    #[arg(long)]
+    pub pipeline: Option<String>,
+    /// parked, dead, replayed or discarded (replay and discard take parked
+    /// or dead only).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// First failed longer ago than this (e.g. 30m, 2h).
+    #[arg(long, value_parser = crate::config::parse_duration)]
+    pub older_than: Option<Duration>,
+}
+
+impl Filter {
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+            && self.pipeline.is_none()
+            && self.status.is_none()
+            && self.older_than.is_none()
+    }
+
+    fn check_status(&self, open_only: bool) -> anyhow::Result<()> {
+        let allowed: &[&str] = if open_only {
+            &["parked", "dead"]
+        } else {
+            &["parked", "dead", "replayed", "discarded"]
+        };
+        match &self.status {
+            Some(s) if !allowed.contains(&s.as_str()) => {
+                anyhow::bail!("--status {s}: expected one of {}", allowed.join(", "))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn scope(&self) -> Scope {
+        Scope {
+            ids: (!self.ids.is_empty()).then(|| self.ids.clone()),
+            pipeline: self.pipeline.clone(),
+            status: self.status.clone(),
+            older_than: self.older_than,
+            ..Scope::default()
+        }
+    }
+}
+
+/// One dead letter as `dlq list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub id: i64,
+    pub status: String,
+    pub class: String,
+    pub pipeline: Option<String>,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub step: Option<String>,
+    pub sqlstate: Option<String>,
+    pub error: String,
+    pub awaits: Option<String>,
+    pub attempts: i32,
+    pub replays: i32,
+    pub first_failed_at: String,
+    pub last_failed_at: String,
+    pub published: bool,
+    pub resolution: Option<String>,
+}
+
+pub async fn list(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Entry>> {
+    filter.check_status(false)?;
+    let client = crate::db::connect(&config.postgres.url).await?;
+    let older = filter.older_than.map(|d| d.as_secs_f64());
+    let ids = (!filter.ids.is_empty()).then(|| filter.ids.clone());
+    let rows = client
+        .query(
+            "select id, status, error_class, pipeline, topic, partition, kafka_offset,
+                    failing_step, sqlstate, error_message, awaits, attempts, replays,
+                    to_char(first_failed_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                    to_char(last_failed_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                    published_at is not null, resolution
+               from pgchain.dead_letters
+              where group_id = $1
+                and ($2::bigint[] is null or id = any($2))
+                and ($3::text is null or pipeline = $3)
+                and ($4::text is null or status = $4)
+                and ($5::float8 is null or first_failed_at < now() - make_interval(secs => $5))
+              order by id",
+            &[
+                &config.kafka.group_id,
+                &ids,
+                &filter.pipeline,
+                &filter.status,
+                &older,
+            ],
+        )
+        .await
+        .context("cannot read pgchain.dead_letters; is the database migrated?")?;
+    Ok(rows
+        .iter()
+        .map(|r| Entry {
+            id: r.get(0),
+            status: r.get(1),
+            class: r.get(2),
+            pipeline: r.get(3),
+            topic: r.get(4),
+            partition: r.get(5),
+            offset: r.get(6),
+            step: r.get(7),
+            sqlstate: r.get(8),
+            error: r.get(9),
+            awaits: r.get(10),
+            attempts: r.get(11),
+            replays: r.get(12),
+            first_failed_at: r.get(13),
+            last_failed_at: r.get(14),
+            published: r.get(15),
+            resolution: r.get(16),
+        })
+        .collect())
+}
+
+pub fn table(entries: &[Entry]) -> String {
+    let mut out = format!(
+        "{:>6}  {:<9}  {:<11}  {:<16}  {:<28}  {:<20}  {:>8}  {}\n",
+        "ID",
+        "STATUS",
+        "CLASS",
+        "PIPELINE",
+        "TOPIC/PARTITION@OFFSET",
+        "FIRST FAILED",
+        "REPLAYS",
+        "ERROR"
+    );
+    for e in entries {
+        let why = match (&e.step, &e.sqlstate) {
+            (Some(step), Some(code)) => format!("step {step}: {} ({code})", e.error),
+            (None, Some(code)) => format!("{} ({code})", e.error),
+            _ => e.error.clone(),
+        };
+        let why = match (&e.awaits, &e.resolution) {
+            (_, Some(r)) if matches!(e.status.as_str(), "replayed" | "discarded") => {
+                format!("{why} [{}: {r}]", e.status)
+            }
+            (Some(a), _) if e.status == "parked" => format!("{why} [awaits {a}]"),
+            _ => why,
+        };
+        out.push_str(&format!(
+            "{:>6}  {:<9}  {:<11}  {:<16}  {:<28}  {:<20}  {:>8}  {}\n",
+            e.id,
+            e.status,
+            e.class,
+            e.pipeline.as_deref().unwrap_or("-"),
+            format!("{}/{}@{}", e.topic, e.partition, e.offset),
+            e.first_failed_at,
+            e.replays,
+            why
+        ));
+    }
+    out
+}
+
+/// Replays the open dead letters in `filter` (all when `all`), in the order
+/// they were written, through the current config's chains.
+pub async fn replay(config: &Config, filter: &Filter, all: bool) -> anyhow::Result<Report> {
+    filter.check_status(true)?;
+    if filter.is_empty() && !all {
+        anyhow::bail!("name what to replay: --id, --pipeline, --status, --older-than, or --all");
+    }
+    let redriver = Redriver {
+        pool: crate::db::pool(&config.postgres.url, 2)?,
+        router: Arc::new(Router::new(config)),
+        group: config.kafka.group_id.clone(),
+        stats: Stats::default(),
+    };
+    redriver
+        .pass(&filter.scope(), "replayed by pgchain dlq replay")
+        .await
+        .map_err(|e| anyhow::anyhow!("replay stopped: {e}"))
+}
+
+/// Marks the open dead letters in `filter` discarded, keeping `reason`.
+/// Returns their ids.
+pub async fn discard(
+    config: &Config,
+    filter: &Filter,
+    all: bool,
+    reason: &str,
+) -> anyhow::Result<Vec<i64>> {
+    filter.check_status(true)?;
+    if filter.is_empty() && !all {
+        anyhow::bail!("name what to discard: --id, --pipeline, --status, --older-than, or --all");
+    }
+    if reason.trim().is_empty() {
+        anyhow::bail!("--reason must say why (it is kept with the dead letter)");
+    }
+    let client = crate::db::connect(&config.postgres.url).await?;
+    let older = filter.older_than.map(|d| d.as_secs_f64());
+    let ids = (!filter.ids.is_empty()).then(|| filter.ids.clone());
+    let rows = client
+        .query(
+            "update pgchain.dead_letters
+                set status = 'discarded', resolved_at = now(), resolution = $6
+              where group_id = $1 and status in ('parked', 'dead')
+                and ($2::bigint[] is null or id = any($2))
+                and ($3::text is null or pipeline = $3)
+                and ($4::text is null or status = $4)
+                and ($5::float8 is null or first_failed_at < now() - make_interval(secs => $5))
+             returning id",
+            &[
+                &config.kafka.group_id,
+                &ids,
+                &filter.pipeline,
+                &filter.status,
+                &older,
+                &reason,
+            ],
+        )
+        .await
+        .context("cannot update pgchain.dead_letters; is the database migrated?")?;
+    let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    ids.sort();
+    Ok(ids)
+}

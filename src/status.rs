@@ -1,5 +1,6 @@
-//! `pgchain status`: how far each pipeline's partitions are applied, and how
-//! far behind Kafka they are. Reads the ledger and the brokers' watermarks;
+//! `pgchain status`: how far each pipeline's partitions are applied, how
+//! far behind Kafka they are, and how many of their events wait parked or
+//! dead-lettered. Reads the ledger and the brokers' watermarks;
 //! needs no running dispatcher.
 
 use crate::config::Config;
@@ -20,6 +21,10 @@ pub struct PartitionStatus {
     pub lag: i64,
     /// When the ledger last moved, RFC 3339.
     pub last_applied_at: Option<String>,
+    /// Events of this partition parked in `pgchain.dead_letters`.
+    pub parked: i64,
+    /// Events of this partition dead-lettered and not yet replayed or discarded.
+    pub dead: i64,
 }
 
 /// The status of every partition of every pipeline, in declaration order.
@@ -36,6 +41,22 @@ pub async fn collect(config: &Config) -> anyhow::Result<Vec<PartitionStatus>> {
     let ledger: std::collections::HashMap<(String, i32), (i64, String)> = rows
         .iter()
         .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
+        .collect();
+    let open = client
+        .query(
+            "select pipeline, topic, partition,
+                    count(*) filter (where status = 'parked'),
+                    count(*) filter (where status = 'dead')
+               from pgchain.dead_letters
+              where group_id = $1 and status in ('parked', 'dead')
+              group by 1, 2, 3",
+            &[&config.kafka.group_id],
+        )
+        .await
+        .context("cannot read pgchain.dead_letters (is the database migrated?)")?;
+    let open: std::collections::HashMap<(Option<String>, String, i32), (i64, i64)> = open
+        .iter()
+        .map(|r| ((r.get(0), r.get(1), r.get(2)), (r.get(3), r.get(4))))
         .collect();
     let topics = config.topics();
     let brokers = config.kafka.brokers.clone();
@@ -57,6 +78,10 @@ pub async fn collect(config: &Config) -> anyhow::Result<Vec<PartitionStatus>> {
                 let entry = ledger.get(&(topic.to_string(), partition));
                 let applied = entry.map(|(a, _)| *a);
                 let next = applied.map_or(0, |a| a + 1);
+                let (parked, dead) = open
+                    .get(&(Some(name.clone()), topic.to_string(), partition))
+                    .copied()
+                    .unwrap_or_default();
                 out.push(PartitionStatus {
                     pipeline: name.clone(),
                     topic: topic.to_string(),
@@ -65,6 +90,8 @@ pub async fn collect(config: &Config) -> anyhow::Result<Vec<PartitionStatus>> {
                     high_watermark: high,
                     lag: (high - next).max(0),
                     last_applied_at: entry.map(|(_, at)| at.clone()),
+                    parked,
+                    dead,
                 });
             }
         }
@@ -75,18 +102,28 @@ pub async fn collect(config: &Config) -> anyhow::Result<Vec<PartitionStatus>> {
 /// A table for people: one line per partition.
 pub fn table(rows: &[PartitionStatus]) -> String {
     let mut out = format!(
-        "{:<20} {:<28} {:>9} {:>12} {:>12} {:>8}  {}\n",
-        "pipeline", "topic", "partition", "applied", "high mark", "lag", "last applied (UTC)"
+        "{:<20} {:<28} {:>9} {:>12} {:>12} {:>8} {:>7} {:>6}  {}\n",
+        "pipeline",
+        "topic",
+        "partition",
+        "applied",
+        "high mark",
+        "lag",
+        "parked",
+        "dead",
+        "last applied (UTC)"
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<20} {:<28} {:>9} {:>12} {:>12} {:>8}  {}\n",
+            "{:<20} {:<28} {:>9} {:>12} {:>12} {:>8} {:>7} {:>6}  {}\n",
             r.pipeline,
             r.topic,
             r.partition,
             r.applied.map_or("-".to_string(), |a| a.to_string()),
             r.high_watermark,
             r.lag,
+            r.parked,
+            r.dead,
             r.last_applied_at.as_deref().unwrap_or("-")
         ));
     }

@@ -203,12 +203,15 @@ impl PartitionWorker {
                 Ok(()) => return true,
                 Err(Failure::Interrupted) => return false,
                 Err(Failure::GaveUp { error, .. }) => {
-                    let parked = error.sqlstate.as_deref() == Some("PGW02");
-                    if parked {
+                    // A key waiting for a row, or parked: the usual path of
+                    // out-of-order topics, not worth a warning.
+                    let waits = error.sqlstate.as_deref() == Some("PGW02")
+                        || error.class == ErrorClass::DependencyMissing;
+                    if waits {
                         debug!(
                             topic = self.topic,
                             partition = self.partition,
-                            "a batch holds a key with parked events; running its events one by one"
+                            "a batch holds a key that waits ({error}); running its events one by one"
                         );
                     } else {
                         warn!(
@@ -345,10 +348,11 @@ impl PartitionWorker {
             )
             .await;
             paused.resume();
-            let dl = DeadLetter::of(msg, shared.dead_letters.topic_for(&self.topic));
+            // Built only when the event leaves: it copies the message.
+            let of = || DeadLetter::of(msg, shared.dead_letters.topic_for(&self.topic));
             let dl = match result {
                 Ok(Outcome::Behind) => {
-                    let mut dl = dl;
+                    let mut dl = of();
                     dl.status = Status::Parked;
                     dl.class = Class::Queued;
                     dl.message = "an earlier event of this key is parked".into();
@@ -362,7 +366,7 @@ impl PartitionWorker {
                 }
                 Err(Failure::Interrupted) => return Step::Interrupted,
                 Err(Failure::GaveUp { error, attempts }) => {
-                    let dl = dl.failed(&error, attempts);
+                    let dl = of().failed(&error, attempts);
                     if dl.status == Status::Parked {
                         warn!(awaits = dl.awaits, attempts, "parked: {error}");
                     } else {

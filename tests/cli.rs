@@ -238,13 +238,12 @@ fn docker_compose_runs_migrate_then_pgchain_against_kafka_and_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn status_shows_applied_positions_and_lag() {
+async fn status_shows_applied_positions_lag_and_dead_letters() {
     let db = TestDb::new("status").await;
     db.exec(TEST_STEPS).await;
     let kafka = Kafka::new(&[("items", 2)]);
     let event = |i: i64| {
-        let value =
-            json!({"op": "c", "after": {"id": i, "version": 1}, "source": {"table": "item"}});
+        let value = json!({"op": "c", "after": {"id": i, "version": 1, "poison": i == 5}, "source": {"table": "item"}});
         record(
             "items",
             Some(&json!({"id": i}).to_string()),
@@ -252,7 +251,7 @@ async fn status_shows_applied_positions_and_lag() {
         )
     };
     kafka.produce((0..20).map(event).collect()).await;
-    let template = "kafka:\n  brokers: {brokers}\n  group_id: g1\npostgres:\n  url: {url}\npipelines:\n  p:\n    topic: items\n    chain: [t.record]\n";
+    let template = "kafka:\n  brokers: {brokers}\n  group_id: g1\npostgres:\n  url: {url}\npipelines:\n  p:\n    topic: items\n    chain: [t.poison, t.record]\n    retries: {data: {attempts: 1}}\n";
     let run = common::start(common::config(template, &kafka, &db));
     run.drained(&kafka, &["items"]).await;
     run.stop().await;
@@ -275,6 +274,8 @@ async fn status_shows_applied_positions_and_lag() {
     let total = |f: &str| rows.iter().map(|r| r[f].as_i64().unwrap()).sum::<i64>();
     assert_eq!(total("lag"), 3, "{rows:?}");
     assert_eq!(total("high_watermark"), 23);
+    assert_eq!(total("dead"), 1, "{rows:?}");
+    assert_eq!(total("parked"), 0, "{rows:?}");
     assert_eq!(
         rows.iter()
             .map(|r| r["applied"].as_i64().unwrap() + 1)

@@ -250,7 +250,7 @@ async fn direct(
         tasks.push(tokio::spawn(async move {
             let client = crate::db::connect(&url).await?;
             let sql = if via_ledger {
-                "call pgchain.apply_event('direct', 'direct', $2, $3, 'bench', array['bench.upsert'], $1, null)"
+                "call pgchain.apply_event('direct', 'direct', $2, $3, 'bench', array['bench.upsert'], $1, null, null)"
             } else {
                 "call bench.upsert($1)"
             };

@@ -14,8 +14,8 @@ use std::time::Duration;
 use tokio_postgres::types::Json;
 use tokio_util::sync::CancellationToken;
 
-const APPLY: &str = "call pgchain.apply_event($1, $2, $3, $4, $5, $6, $7, null)";
-const APPLY_BATCH: &str = "call pgchain.apply_batch($1, $2, $3, $4, $5, $6, $7, null)";
+const APPLY: &str = "call pgchain.apply_event($1, $2, $3, $4, $5, $6, $7, null, null)";
+const APPLY_BATCH: &str = "call pgchain.apply_batch($1, $2, $3, $4, $5, $6, $7, null, null, null)";
 
 /// What `pgchain.apply_event` reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +28,14 @@ pub enum Outcome {
     /// An earlier event of the same key is parked; nothing ran and the
     /// ledger did not move: the event must park behind it.
     Behind,
+}
+
+/// One event's run: its outcome and how long each step that ran took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ran {
+    pub outcome: Outcome,
+    /// Milliseconds per step, in chain order, for the steps that ran.
+    pub step_ms: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +93,7 @@ pub async fn apply_once(
     group: &str,
     ev: &ChangeEvent,
     route: &Route,
-) -> Result<Outcome, ChainError> {
+) -> Result<Ran, ChainError> {
     let client = pool.get().await.map_err(pool_error)?;
     let stmt = client
         .prepare_cached(APPLY)
@@ -107,7 +115,14 @@ pub async fn apply_once(
         )
         .await
         .map_err(|e| db_error(&e))?;
-    outcome(row.try_get::<_, Option<&str>>(0).ok().flatten())
+    Ok(Ran {
+        outcome: outcome(row.try_get::<_, Option<&str>>(0).ok().flatten())?,
+        step_ms: row
+            .try_get::<_, Option<Vec<f64>>>(1)
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+    })
 }
 
 fn outcome(status: Option<&str>) -> Result<Outcome, ChainError> {
@@ -132,7 +147,7 @@ pub async fn apply_batch_once(
     pool: &Pool,
     group: &str,
     batch: &[(&ChangeEvent, &Route)],
-) -> Result<Vec<Outcome>, ChainError> {
+) -> Result<Vec<Ran>, ChainError> {
     let Some((first, _)) = batch.first() else {
         return Ok(Vec::new());
     };
@@ -161,10 +176,22 @@ pub async fn apply_batch_once(
         .await
         .map_err(|e| db_error(&e))?;
     let statuses: Vec<Option<String>> = row.try_get(0).unwrap_or_default();
-    if statuses.len() != batch.len() {
+    let step_ms: Vec<f64> = row.try_get(1).unwrap_or_default();
+    let counts: Vec<i32> = row.try_get(2).unwrap_or_default();
+    if statuses.len() != batch.len() || counts.len() != batch.len() {
         return Err(outcome(None).unwrap_err());
     }
-    statuses.iter().map(|s| outcome(s.as_deref())).collect()
+    let mut times = step_ms.into_iter();
+    statuses
+        .iter()
+        .zip(counts)
+        .map(|(s, n)| {
+            Ok(Ran {
+                outcome: outcome(s.as_deref())?,
+                step_ms: times.by_ref().take(n.max(0) as usize).collect(),
+            })
+        })
+        .collect()
 }
 
 /// Why [`retrying`] gave up.

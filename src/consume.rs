@@ -117,7 +117,11 @@ impl ChainContext {
             {
                 continue;
             }
-            info!(topic, partition, resume_after = ?positions.get(&(topic.clone(), partition)), "partition assigned");
+            let applied = positions.get(&(topic.clone(), partition)).copied();
+            info!(topic, partition, resume_after = ?applied, "partition assigned");
+            self.shared
+                .stats
+                .assigned(&topic, partition, applied.map(|a| a + 1));
             let worker = self.start_worker(&consumer, &topic, partition, queue);
             workers.insert((topic, partition), worker);
         }
@@ -165,6 +169,9 @@ impl ChainContext {
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
         self.stop_workers(Some(&parts));
+        for (topic, partition) in &parts {
+            self.shared.stats.revoked(topic, *partition);
+        }
         commit_sync(base);
         let _ = match base.rebalance_protocol() {
             RebalanceProtocol::Cooperative => base.incremental_unassign(tpl),
@@ -242,7 +249,20 @@ impl ChainContext {
     }
 }
 
-impl ClientContext for ChainContext {}
+impl ClientContext for ChainContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): the high
+    /// watermark of each partition, for the lag metric, with no extra
+    /// requests to the brokers.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (name, topic) in &statistics.topics {
+            for (id, p) in &topic.partitions {
+                if *id >= 0 && p.hi_offset >= 0 {
+                    self.shared.stats.high_watermark(name, *id, p.hi_offset);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for ChainContext {
     fn rebalance(&self, base: &ChainConsumer, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {

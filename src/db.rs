@@ -105,12 +105,12 @@ pub async fn check(
         .await?
         .and_then(|r| r.get::<_, Option<String>>(0));
     let runner = client
-        .query_opt("select to_regprocedure('pgchain.apply_event(text,text,integer,bigint,text,text[],jsonb,text)')::text", &[])
+        .query_opt("select to_regprocedure('pgchain.apply_event(text,text,integer,bigint,text,text[],jsonb,text,float8[])')::text", &[])
         .await?
         .and_then(|r| r.get::<_, Option<String>>(0));
     let batch_runner = client
         .query_opt(
-            "select to_regprocedure('pgchain.apply_batch(text,text,integer,bigint[],text[],text[],jsonb[],text[])')::text",
+            "select to_regprocedure('pgchain.apply_batch(text,text,integer,bigint[],text[],text[],jsonb[],text[],float8[],integer[])')::text",
             &[],
         )
         .await?

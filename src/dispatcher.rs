@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Dispatcher {
     config: Config,
     shared: Arc<Shared>,
+    /// Where `/metrics` listens, once bound (`monitoring.listen`).
+    http_addr: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
 }
 
 impl Dispatcher {
@@ -34,7 +36,11 @@ impl Dispatcher {
             dead_letters: config.dead_letters.clone(),
             max_batch: config.postgres.max_batch,
         });
-        Ok(Dispatcher { config, shared })
+        Ok(Dispatcher {
+            config,
+            shared,
+            http_addr: Arc::default(),
+        })
     }
 
     /// Keeps every chain latency in the stats (for the benchmark).
@@ -53,11 +59,17 @@ impl Dispatcher {
     /// and tests; the service uses [`Dispatcher::run`] with its signals).
     pub fn spawn(self) -> Background {
         let stats = self.stats();
+        let http_addr = self.http_addr.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(self.run(async {
             let _ = stopped.await;
         }));
-        Background { stats, stop, task }
+        Background {
+            stats,
+            http_addr,
+            stop,
+            task,
+        }
     }
 
     /// Consumes until `shutdown` resolves, then finishes the chains in flight,
@@ -81,6 +93,31 @@ impl Dispatcher {
             .await;
         }
         let recovery_stop = CancellationToken::new();
+        let monitor = Arc::new(crate::metrics::Monitor::new(
+            self.shared.stats.clone(),
+            self.shared.pool.clone(),
+            self.shared.group.clone(),
+            self.config.monitoring.stuck_after.0,
+        ));
+        let mut side_tasks = Vec::new();
+        if let Some(addr) = &self.config.monitoring.listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (monitoring.listen)"))?;
+            let bound = listener.local_addr()?;
+            let _ = self.http_addr.set(bound);
+            tracing::info!(%bound, "serving /metrics, /healthz and /readyz");
+            side_tasks.push(tokio::spawn(crate::metrics::serve(
+                listener,
+                monitor.clone(),
+                recovery_stop.clone(),
+            )));
+        }
+        side_tasks.push(tokio::spawn(crate::alerts::watch(
+            monitor,
+            self.config.alerts.clone(),
+            recovery_stop.clone(),
+        )));
         let recovery = tokio::spawn(
             crate::recovery::Recovery {
                 redriver: crate::recovery::Redriver {
@@ -124,6 +161,9 @@ impl Dispatcher {
             .map_err(|_| anyhow::anyhow!("the poll thread panicked"))?;
         recovery_stop.cancel();
         let _ = recovery.await;
+        for t in side_tasks {
+            let _ = t.await;
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -137,7 +177,16 @@ impl Dispatcher {
         cc.set("bootstrap.servers", &self.config.kafka.brokers)
             .set("group.id", &self.config.kafka.group_id)
             .set("enable.auto.commit", "true")
-            .set("enable.auto.offset.store", "false");
+            .set("enable.auto.offset.store", "false")
+            .set(
+                "statistics.interval.ms",
+                self.config
+                    .monitoring
+                    .lag_interval
+                    .0
+                    .as_millis()
+                    .to_string(),
+            );
         // librdkafka echoes a rejected value, which may be a password.
         cc.create_with_context(ChainContext::new(self.shared.clone()))
             .map_err(|e| {
@@ -153,11 +202,17 @@ impl Dispatcher {
 /// A dispatcher running as a task.
 pub struct Background {
     pub stats: Stats,
+    http_addr: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Background {
+    /// The address `/metrics` listens on, once bound.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http_addr.get().copied()
+    }
+
     /// Finishes the chains in flight, commits, and waits for the end.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());

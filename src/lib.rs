@@ -9,6 +9,7 @@
 //! - [`worker`]: one partition's events, in order, batched, offsets stored.
 //! - [`dead_letter`]: the dead-letter table and topic; [`recovery`]: re-driving
 //!   parked and dead events (on `pgchain.provide`, periodically, on demand).
+//! - [`metrics`]: `/metrics`, `/healthz`, `/readyz`; [`alerts`]: the webhook.
 //! - [`dispatcher`]: puts them together until shutdown.
 //! - [`db`]: the pool, migrations and `check`.
 //! - [`stats`]: counts and progress, for the demo and the drain check.
@@ -16,6 +17,7 @@
 //! - [`kafka`]: small Kafka helpers (watermarks, producing) for demo and bench.
 //! - [`demo`], [`bench`]: the two self-contained commands.
 
+pub mod alerts;
 pub mod bench;
 pub mod chain;
 pub mod config;
@@ -28,6 +30,7 @@ pub mod dispatcher;
 pub mod dlq;
 pub mod event;
 pub mod kafka;
+pub mod metrics;
 pub mod recovery;
 pub mod render;
 pub mod route;

@@ -341,7 +341,9 @@ impl Recovery {
     }
 
     async fn run_pass(&self, scope: &Scope, why: &str) {
-        match self.redriver.pass(scope, "replayed by recovery").await {
+        let result = self.redriver.pass(scope, "replayed by recovery").await;
+        self.redriver.stats.recovery_outcome(why, result.is_ok());
+        match result {
             Ok(r) if r == Report::default() => debug!(pass = why, "recovery: nothing to do"),
             Ok(r) => {
                 info!(pass = why, awaiting = ?scope.awaiting, replayed = r.replayed, still_parked = r.still_parked, still_dead = r.still_dead, behind = r.behind, "recovery pass")

@@ -1,11 +1,20 @@
-//! What the dispatcher has done so far: counts per pipeline and how far each
-//! partition has got. The demo prints it; tests and the drain check read it.
+//! What the dispatcher has done so far: counts per pipeline, how far each
+//! partition has got, what is stuck, and latency histograms. The demo prints
+//! it, tests and the drain check read it, and `/metrics` and `/readyz`
+//! (see [`crate::metrics`]) serve it.
 
-use std::collections::{BTreeMap, HashMap};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PipelineCounts {
+    /// Messages read for this pipeline (every outcome below, and retries of
+    /// a redelivery).
+    pub consumed: u64,
     pub applied: u64,
     /// A step ended the chain by setting `ev` to null.
     pub filtered: u64,
@@ -26,75 +35,213 @@ pub struct Snapshot {
     pub pipelines: BTreeMap<String, PipelineCounts>,
     /// (topic, partition) → the next offset to process.
     pub next_offsets: HashMap<(String, i32), i64>,
+    /// (topic, partition) → the high watermark librdkafka last reported.
+    pub high_watermarks: HashMap<(String, i32), i64>,
+    /// Partitions this instance holds now.
+    pub assigned: HashSet<(String, i32)>,
     /// (topic, partition) → why it stopped.
     pub stuck: HashMap<(String, i32), String>,
+    /// (topic, partition) → since when it has been stopped, or retrying a
+    /// transient error without progress.
+    pub blocked_since: HashMap<(String, i32), Instant>,
     /// Chain runs retried, in all.
     pub retries: u64,
     /// Chain runs retried, by error class (transient, dependency, data).
     pub retries_by_class: BTreeMap<&'static str, u64>,
     /// Recovery passes run (periodic, on a provided key, or from the CLI).
     pub recovery_passes: u64,
+    /// Recovery passes by (trigger, outcome `ok` | `error`).
+    pub recovery_outcomes: BTreeMap<(String, &'static str), u64>,
+    /// Chains running now.
+    pub in_flight: i64,
     /// Chain latencies in microseconds, kept only when asked for (the bench).
     pub latencies_us: Option<Vec<u32>>,
 }
 
+impl Snapshot {
+    /// High watermark minus the next offset to apply, per partition held
+    /// (0 when nothing is known yet).
+    pub fn lag(&self) -> BTreeMap<(String, i32), i64> {
+        self.assigned
+            .iter()
+            .map(|tp| {
+                let high = self.high_watermarks.get(tp).copied().unwrap_or(0);
+                let next = self.next_offsets.get(tp).copied().unwrap_or(0);
+                (tp.clone(), (high - next).max(0))
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PipelineLabel {
+    pub pipeline: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabel {
+    pub step: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms to about 4 s.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
+}
+
+/// Latency histograms, observed as chains run.
+#[derive(Debug)]
+pub struct Histograms {
+    pub chain: Family<PipelineLabel, Histogram>,
+    pub step: Family<StepLabel, Histogram>,
+}
+
+impl Default for Histograms {
+    fn default() -> Self {
+        Histograms {
+            chain: Family::new_with_constructor(latency_histogram),
+            step: Family::new_with_constructor(latency_histogram),
+        }
+    }
+}
+
 /// Shared, cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Stats(Arc<Mutex<Snapshot>>);
+pub struct Stats {
+    inner: Arc<Mutex<Snapshot>>,
+    pub histograms: Arc<Histograms>,
+}
 
 impl Stats {
     /// Stats that also keep every chain latency (for `pgchain bench`).
     pub fn recording_latencies() -> Stats {
-        Stats(Arc::new(Mutex::new(Snapshot {
-            latencies_us: Some(Vec::new()),
-            ..Snapshot::default()
-        })))
+        Stats {
+            inner: Arc::new(Mutex::new(Snapshot {
+                latencies_us: Some(Vec::new()),
+                ..Snapshot::default()
+            })),
+            histograms: Arc::default(),
+        }
     }
 
-    pub fn latency(&self, d: std::time::Duration) {
-        let mut s = self.0.lock().expect("stats lock");
+    fn lock(&self) -> std::sync::MutexGuard<'_, Snapshot> {
+        self.inner.lock().expect("stats lock")
+    }
+
+    pub fn latency(&self, d: Duration) {
+        let mut s = self.lock();
         if let Some(l) = s.latencies_us.as_mut() {
             l.push(d.as_micros().min(u32::MAX as u128) as u32);
         }
     }
 
+    /// One chain ran in `pipeline`, taking `chain` in all and `step_ms` per
+    /// step (paired with `steps` in order).
+    pub fn timed(&self, pipeline: &str, chain: Duration, steps: &[String], step_ms: &[f64]) {
+        self.latency(chain);
+        self.histograms
+            .chain
+            .get_or_create(&PipelineLabel {
+                pipeline: pipeline.to_string(),
+            })
+            .observe(chain.as_secs_f64());
+        for (step, ms) in steps.iter().zip(step_ms) {
+            self.histograms
+                .step
+                .get_or_create(&StepLabel { step: step.clone() })
+                .observe(ms / 1000.0);
+        }
+    }
+
     pub fn record(&self, pipeline: &str, f: impl FnOnce(&mut PipelineCounts)) {
-        let mut s = self.0.lock().expect("stats lock");
+        let mut s = self.lock();
         f(s.pipelines.entry(pipeline.to_string()).or_default());
     }
 
     pub fn retried(&self) {
-        self.0.lock().expect("stats lock").retries += 1;
+        self.lock().retries += 1;
     }
 
     pub fn retried_class(&self, class: crate::chain::ErrorClass) {
-        let mut s = self.0.lock().expect("stats lock");
+        let mut s = self.lock();
         s.retries += 1;
         *s.retries_by_class.entry(class.as_str()).or_default() += 1;
     }
 
     pub fn recovery_pass(&self) {
-        self.0.lock().expect("stats lock").recovery_passes += 1;
+        self.lock().recovery_passes += 1;
     }
 
+    pub fn recovery_outcome(&self, trigger: &str, ok: bool) {
+        let mut s = self.lock();
+        let outcome = if ok { "ok" } else { "error" };
+        *s.recovery_outcomes
+            .entry((trigger.to_string(), outcome))
+            .or_default() += 1;
+    }
+
+    pub fn in_flight(&self, delta: i64) {
+        self.lock().in_flight += delta;
+    }
+
+    /// Everything before `offset + 1` is done: the partition made progress.
     pub fn processed(&self, topic: &str, partition: i32, offset: i64) {
-        let mut s = self.0.lock().expect("stats lock");
-        s.next_offsets
-            .insert((topic.to_string(), partition), offset + 1);
+        let mut s = self.lock();
+        let tp = (topic.to_string(), partition);
+        s.blocked_since.remove(&tp);
+        s.next_offsets.insert(tp, offset + 1);
+    }
+
+    /// The partition is retrying without progress (from the first retry on).
+    pub fn blocked(&self, topic: &str, partition: i32) {
+        let mut s = self.lock();
+        s.blocked_since
+            .entry((topic.to_string(), partition))
+            .or_insert_with(Instant::now);
+    }
+
+    pub fn unblocked(&self, topic: &str, partition: i32) {
+        let mut s = self.lock();
+        s.blocked_since.remove(&(topic.to_string(), partition));
     }
 
     pub fn stuck(&self, topic: &str, partition: i32, why: String) {
-        let mut s = self.0.lock().expect("stats lock");
-        s.stuck.insert((topic.to_string(), partition), why);
+        let mut s = self.lock();
+        let tp = (topic.to_string(), partition);
+        s.blocked_since
+            .entry(tp.clone())
+            .or_insert_with(Instant::now);
+        s.stuck.insert(tp, why);
+    }
+
+    pub fn assigned(&self, topic: &str, partition: i32, next: Option<i64>) {
+        let mut s = self.lock();
+        let tp = (topic.to_string(), partition);
+        if let Some(next) = next {
+            s.next_offsets.entry(tp.clone()).or_insert(next);
+        }
+        s.assigned.insert(tp);
+    }
+
+    pub fn revoked(&self, topic: &str, partition: i32) {
+        let mut s = self.lock();
+        let tp = (topic.to_string(), partition);
+        s.assigned.remove(&tp);
+        s.blocked_since.remove(&tp);
+    }
+
+    pub fn high_watermark(&self, topic: &str, partition: i32, high: i64) {
+        self.lock()
+            .high_watermarks
+            .insert((topic.to_string(), partition), high);
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        self.0.lock().expect("stats lock").clone()
+        self.lock().clone()
     }
 
     /// True when every partition has been processed up to its high watermark.
     pub fn caught_up(&self, high_watermarks: &HashMap<(String, i32), i64>) -> bool {
-        let s = self.0.lock().expect("stats lock");
+        let s = self.lock();
         high_watermarks
             .iter()
             .all(|(tp, high)| *high == 0 || s.next_offsets.get(tp).is_some_and(|next| next >= high))

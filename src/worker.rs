@@ -189,6 +189,15 @@ impl PartitionWorker {
                 }
             }
         }
+        for item in &items {
+            let pipeline = match item {
+                Item::Run(_, route, _) => Some(route.pipeline.as_str()),
+                Item::Skip { pipeline, .. } | Item::Reject { pipeline, .. } => pipeline.as_deref(),
+            };
+            self.shared
+                .stats
+                .record(pipeline.unwrap_or("-"), |c| c.consumed += 1);
+        }
         self.run_items(msgs, &items).await
     }
 
@@ -240,6 +249,7 @@ impl PartitionWorker {
         // found and handled event by event.
         let retries = transient_only(&runs[0].1.retries);
         let paused = self.pause_on_transient();
+        shared.stats.in_flight(runs.len() as i64);
         let outcomes = chain::retrying(
             &retries,
             &self.stop,
@@ -247,11 +257,15 @@ impl PartitionWorker {
             || chain::apply_batch_once(&shared.pool, &shared.group, &runs),
         )
         .await;
+        shared.stats.in_flight(-(runs.len() as i64));
         paused.resume();
         let outcomes = outcomes?;
-        for ((_, route), outcome) in runs.iter().zip(outcomes) {
-            shared.stats.latency(started.elapsed());
-            self.count(&route.pipeline, outcome);
+        let took = started.elapsed();
+        for ((_, route), ran) in runs.iter().zip(outcomes) {
+            shared
+                .stats
+                .timed(&route.pipeline, took, &route.steps, &ran.step_ms);
+            self.count(&route.pipeline, ran.outcome);
         }
         for item in items {
             self.count_skip(item);
@@ -340,6 +354,7 @@ impl PartitionWorker {
         let shared = &self.shared;
         loop {
             let paused = self.pause_on_transient();
+            shared.stats.in_flight(1);
             let result = chain::retrying(
                 &route.retries,
                 &self.stop,
@@ -347,11 +362,15 @@ impl PartitionWorker {
                 || chain::apply_once(&shared.pool, &shared.group, ev, route),
             )
             .await;
+            shared.stats.in_flight(-1);
             paused.resume();
             // Built only when the event leaves: it copies the message.
             let of = || DeadLetter::of(msg, shared.dead_letters.topic_for(&self.topic));
             let dl = match result {
-                Ok(Outcome::Behind) => {
+                Ok(chain::Ran {
+                    outcome: Outcome::Behind,
+                    ..
+                }) => {
                     let mut dl = of();
                     dl.status = Status::Parked;
                     dl.class = Class::Queued;
@@ -359,9 +378,14 @@ impl PartitionWorker {
                     dl.attempts = 1;
                     dl
                 }
-                Ok(outcome) => {
-                    shared.stats.latency(started.elapsed());
-                    self.count(&route.pipeline, outcome);
+                Ok(ran) => {
+                    shared.stats.timed(
+                        &route.pipeline,
+                        started.elapsed(),
+                        &route.steps,
+                        &ran.step_ms,
+                    );
+                    self.count(&route.pipeline, ran.outcome);
                     return Step::Done;
                 }
                 Err(Failure::Interrupted) => return Step::Interrupted,
@@ -502,11 +526,13 @@ struct PauseGuard<'w> {
 
 impl PauseGuard<'_> {
     fn retried(&self, e: &ChainError, _attempt: u32) {
-        self.worker.shared.stats.retried_class(e.class);
+        let w = self.worker;
+        w.shared.stats.retried_class(e.class);
         if e.class == ErrorClass::Transient
             && !self.paused.swap(true, std::sync::atomic::Ordering::Relaxed)
         {
-            self.worker.set_paused(true);
+            w.set_paused(true);
+            w.shared.stats.blocked(&w.topic, w.partition);
         }
     }
 
@@ -516,6 +542,8 @@ impl PauseGuard<'_> {
             .swap(false, std::sync::atomic::Ordering::Relaxed)
         {
             self.worker.set_paused(false);
+            let w = self.worker;
+            w.shared.stats.unblocked(&w.topic, w.partition);
         }
     }
 }

@@ -30,7 +30,7 @@ fn bad_files_name_file_line_and_key() {
             "unknown top-level key",
             "kafka:\n  brokers: k:9092\npipelnes: {}\n",
             &[
-                "pipelines.yaml:3: unknown field `pipelnes`, expected one of `kafka`, `postgres`, `pipelines`, `dead_letters`, `procedures`",
+                "pipelines.yaml:3: unknown field `pipelnes`, expected one of `kafka`, `postgres`, `pipelines`, `dead_letters`, `monitoring`, `alerts`, `procedures`",
             ],
         ),
         (

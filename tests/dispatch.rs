@@ -317,22 +317,25 @@ async fn the_ledger_skips_an_offset_it_already_applied() {
     };
     use pgchain::chain::{Outcome, apply_once};
     assert_eq!(
-        apply_once(&pool, "g1", &ev, &route).await.unwrap(),
+        apply_once(&pool, "g1", &ev, &route).await.unwrap().outcome,
         Outcome::Applied
     );
     assert_eq!(
-        apply_once(&pool, "g1", &ev, &route).await.unwrap(),
+        apply_once(&pool, "g1", &ev, &route).await.unwrap().outcome,
         Outcome::Skipped
     );
     let mut older = ev.clone();
     older.kafka.offset = 40;
     assert_eq!(
-        apply_once(&pool, "g1", &older, &route).await.unwrap(),
+        apply_once(&pool, "g1", &older, &route)
+            .await
+            .unwrap()
+            .outcome,
         Outcome::Skipped
     );
     // Another consumer group has a ledger of its own.
     assert_eq!(
-        apply_once(&pool, "g2", &ev, &route).await.unwrap(),
+        apply_once(&pool, "g2", &ev, &route).await.unwrap().outcome,
         Outcome::Applied
     );
     assert_eq!(db.i64("select count(*) from t.seen").await, 2);
@@ -346,9 +349,15 @@ async fn the_ledger_skips_an_offset_it_already_applied() {
         })
         .collect();
     let batch: Vec<_> = evs.iter().map(|e| (e, route.as_ref())).collect();
-    let outcomes = pgchain::chain::apply_batch_once(&pool, "g1", &batch)
+    let ran = pgchain::chain::apply_batch_once(&pool, "g1", &batch)
         .await
         .unwrap();
+    let outcomes: Vec<Outcome> = ran.iter().map(|r| r.outcome).collect();
+    assert_eq!(
+        ran.iter().map(|r| r.step_ms.len()).collect::<Vec<_>>(),
+        [0, 0, 1, 1],
+        "one timing per step that ran"
+    );
     assert_eq!(
         outcomes,
         [
@@ -366,7 +375,10 @@ async fn the_ledger_skips_an_offset_it_already_applied() {
     let again = pgchain::chain::apply_batch_once(&pool, "g1", &batch)
         .await
         .unwrap();
-    assert!(again.iter().all(|o| *o == Outcome::Skipped), "{again:?}");
+    assert!(
+        again.iter().all(|o| o.outcome == Outcome::Skipped),
+        "{again:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

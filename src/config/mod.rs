@@ -6,8 +6,10 @@
 mod env;
 mod failure;
 mod lines;
+mod monitoring;
 
 pub use failure::{ClassRetry, DeadLetters, Dur, Retries, parse_duration};
+pub use monitoring::{Alerts, Monitoring};
 
 pub use lines::LineIndex;
 
@@ -27,6 +29,12 @@ pub struct Config {
     /// Where events go that cannot be applied, and their recovery.
     #[serde(default)]
     pub dead_letters: DeadLetters,
+    /// The HTTP listener: metrics and health.
+    #[serde(default)]
+    pub monitoring: Monitoring,
+    /// The alert webhook's conditions.
+    #[serde(default)]
+    pub alerts: Alerts,
     /// Procedures rendered from templates by `pgchain render`.
     #[serde(default)]
     pub procedures: IndexMap<String, ProcedureSpec>,
@@ -333,6 +341,20 @@ impl Config {
                     format!("dead letters of topic `{topic}` would go to `{dlq}`, which a pipeline reads; use a topic of its own (e.g. `{{topic}}.dlq`)"),
                 );
             }
+        }
+        if let Some(addr) = &self.monitoring.listen
+            && addr.parse::<std::net::SocketAddr>().is_err()
+        {
+            problems.add(
+                &["monitoring", "listen"],
+                format!("`monitoring.listen` must be host:port with an IP address, e.g. 0.0.0.0:9187; found `{addr}`"),
+            );
+        }
+        if self.alerts.check_every.0.is_zero() {
+            problems.add(
+                &["alerts", "check_every"],
+                "`alerts.check_every` must be more than 0".into(),
+            );
         }
         if dl.recovery_interval.0.is_zero() {
             problems.add(

@@ -169,6 +169,11 @@ pub fn start(config: Config) -> Running {
 }
 
 impl Running {
+    /// Where `/metrics` listens (with `monitoring.listen`), once bound.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.background.http_addr()
+    }
+
     pub async fn drained(&self, kafka: &Kafka, topics: &[&str]) {
         let topics = topics.iter().map(|s| s.to_string()).collect();
         kafka::drained(

@@ -42,9 +42,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # ---------------------------------------------------------------------------
 FROM debian:bookworm-slim
 
-# ca-certificates and libssl3 for TLS to brokers (SASL_SSL) or databases.
+# ca-certificates and libssl3 for TLS to brokers (SASL_SSL), databases and
+# the alert webhook; curl for the healthcheck against /healthz.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 curl \
     && rm -rf /var/lib/apt/lists/*
 
 # pgchain keeps its state in PostgreSQL, not on local disk, so its user needs no

@@ -100,7 +100,7 @@ impl Dispatcher {
             self.config.monitoring.stuck_after.0,
         ));
         let mut side_tasks = Vec::new();
-        if let Some(addr) = &self.config.monitoring.listen {
+        if let Some(addr) = self.config.monitoring.listen_addr() {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} (monitoring.listen)"))?;

@@ -228,6 +228,18 @@ impl Collector for StatsCollector {
         for (name, help, f) in events {
             counter_family(&mut encoder, name, help, "pipeline", &per(f))?;
         }
+        let topics: Vec<(String, u64)> = snap
+            .consumed_by_topic
+            .iter()
+            .map(|(t, n)| (t.clone(), *n))
+            .collect();
+        counter_family(
+            &mut encoder,
+            "pgchain_messages_consumed",
+            "Messages read, per topic",
+            "topic",
+            &topics,
+        )?;
         let retries: Vec<(String, u64)> = ["transient", "dependency", "data"]
             .iter()
             .map(|c| {

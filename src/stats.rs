@@ -33,6 +33,8 @@ pub struct PipelineCounts {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub pipelines: BTreeMap<String, PipelineCounts>,
+    /// Messages read, per topic.
+    pub consumed_by_topic: BTreeMap<String, u64>,
     /// (topic, partition) → the next offset to process.
     pub next_offsets: HashMap<(String, i32), i64>,
     /// (topic, partition) → the high watermark librdkafka last reported.
@@ -155,6 +157,14 @@ impl Stats {
     pub fn record(&self, pipeline: &str, f: impl FnOnce(&mut PipelineCounts)) {
         let mut s = self.lock();
         f(s.pipelines.entry(pipeline.to_string()).or_default());
+    }
+
+    pub fn consumed(&self, topic: &str, n: u64) {
+        *self
+            .lock()
+            .consumed_by_topic
+            .entry(topic.to_string())
+            .or_default() += n;
     }
 
     pub fn retried(&self) {

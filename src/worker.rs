@@ -189,6 +189,7 @@ impl PartitionWorker {
                 }
             }
         }
+        self.shared.stats.consumed(&self.topic, msgs.len() as u64);
         for item in &items {
             let pipeline = match item {
                 Item::Run(_, route, _) => Some(route.pipeline.as_str()),

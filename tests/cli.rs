@@ -233,6 +233,40 @@ fn docker_compose_runs_migrate_then_pgchain_against_kafka_and_postgres() {
         services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"].as_str(),
         Some("broker,controller")
     );
+    // The monitoring profile: Prometheus scrapes pgchain where it listens,
+    // Grafana is provisioned with the dashboard.
+    assert_eq!(
+        services["pgchain"]["environment"]["PGCHAIN_LISTEN"].as_str(),
+        Some("0.0.0.0:9187")
+    );
+    for s in ["prometheus", "grafana"] {
+        assert_eq!(
+            services[s]["profiles"][0].as_str(),
+            Some("monitoring"),
+            "{s}"
+        );
+        for v in services[s]["volumes"].as_sequence().unwrap() {
+            let source = v["source"].as_str().unwrap();
+            assert!(root.join(source).exists(), "{s} mounts {source}");
+        }
+    }
+    let prom: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root.join("deploy/prometheus/prometheus.yml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        prom["scrape_configs"][0]["static_configs"][0]["targets"][0].as_str(),
+        Some("pgchain:9187")
+    );
+    let provider: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root.join("deploy/grafana/provisioning/dashboards/pgchain.yml"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        provider["providers"][0]["options"]["path"].as_str(),
+        Some("/var/lib/grafana/dashboards")
+    );
     let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
     assert!(dockerfile.contains("ENTRYPOINT [\"pgchain\"]"));
 }

@@ -111,6 +111,36 @@ async fn metrics_count_a_known_burst_exactly_and_lag_reaches_zero() {
     })
     .await;
     assert_eq!(get(&format!("{base}/healthz")).await, (200, "ok\n".into()));
+
+    // Every series the Grafana dashboard queries is one pgchain exports.
+    let page = get(&format!("{base}/metrics")).await.1;
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/grafana/dashboards/pgchain.json"),
+    )
+    .unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("pgchain_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                queried.insert(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 12, "{queried:?}");
+    for name in &queried {
+        assert!(
+            page.lines()
+                .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
+            "the dashboard queries {name}, which /metrics lacks:\n{page}"
+        );
+    }
     run.stop().await;
 }
 

@@ -342,7 +342,7 @@ impl Config {
                 );
             }
         }
-        if let Some(addr) = &self.monitoring.listen
+        if let Some(addr) = self.monitoring.listen_addr()
             && addr.parse::<std::net::SocketAddr>().is_err()
         {
             problems.add(

@@ -7,7 +7,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Monitoring {
-    /// Address of the HTTP listener, e.g. `0.0.0.0:9187`; none when unset.
+    /// Address of the HTTP listener, e.g. `0.0.0.0:9187`; none when unset
+    /// or empty.
     pub listen: Option<String>,
     /// `/readyz` fails while a partition has been stopped, or retrying
     /// without progress, for longer than this.
@@ -24,6 +25,16 @@ impl Default for Monitoring {
             stuck_after: Dur::ms(60_000),
             lag_interval: Dur::ms(5_000),
         }
+    }
+}
+
+impl Monitoring {
+    /// The listener's address; `None` when unset or empty (`${VAR:-}`).
+    pub fn listen_addr(&self) -> Option<&str> {
+        self.listen
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
     }
 }
 

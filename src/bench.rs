@@ -40,6 +40,10 @@ pub struct BenchArgs {
     pub database: String,
     #[arg(long, default_value = "sql/migrations")]
     pub migrations: std::path::PathBuf,
+    /// Instead: time `pgchain verify` on this many rows with 100 scattered
+    /// differences (two databases on the server).
+    #[arg(long)]
+    pub verify_rows: Option<i64>,
 }
 
 const TOPIC: &str = "bench.public.member";
@@ -87,6 +91,9 @@ impl Figures {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(rows) = args.verify_rows {
+        return bench_verify(&args, rows).await;
+    }
     let url = crate::db::recreate_database(&args.database_url, &args.database).await?;
     crate::db::migrate(&url, &args.migrations).await?;
     crate::db::connect(&url)
@@ -344,4 +351,64 @@ fn peak_rss_kib(pid: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// `pgchain bench --verify-rows N`: a source and a target table of N rows
+/// each in two databases, 100 scattered differences (missing, extra,
+/// changed), then one `verify`: its time, and the rows it transferred.
+async fn bench_verify(args: &BenchArgs, rows: i64) -> anyhow::Result<()> {
+    let src_url =
+        crate::db::recreate_database(&args.database_url, &format!("{}_src", args.database)).await?;
+    let tgt_url =
+        crate::db::recreate_database(&args.database_url, &format!("{}_tgt", args.database)).await?;
+    println!("pgchain bench --verify-rows {rows}: building both tables");
+    let build = Instant::now();
+    let table = format!(
+        "create table items (id bigint primary key, name text, qty int, updated timestamptz);
+         insert into items select i, 'item ' || i, (i % 97)::int, timestamptz '2026-01-01' + i * interval '1 second'
+           from generate_series(1, {rows}) i;
+         analyze items;"
+    );
+    let (s, t) = (
+        crate::db::connect(&src_url).await?,
+        crate::db::connect(&tgt_url).await?,
+    );
+    tokio::try_join!(s.batch_execute(&table), t.batch_execute(&table))?;
+    // 100 differences spread over the key space: 33 missing, 33 extra, 34 changed.
+    let step = rows / 101;
+    let mut plant = String::new();
+    for n in 1..=100i64 {
+        let id = n * step;
+        plant.push_str(&match n % 3 {
+            0 => format!("delete from items where id = {id};"),
+            1 => format!("update items set qty = qty + 1 where id = {id};"),
+            _ => format!(
+                "insert into items values ({}, 'extra', 0, now());",
+                rows + n
+            ),
+        });
+    }
+    t.batch_execute(&plant).await?;
+    println!("  built in {:.1} s", build.elapsed().as_secs_f64());
+    let (source, target) = crate::verify::sides(
+        &src_url,
+        "items",
+        &tgt_url,
+        "items",
+        &["id".to_string()],
+        &[],
+    )
+    .await?;
+    let report =
+        crate::verify::compare(&source, &target, 2000, &indicatif::ProgressBar::hidden()).await?;
+    println!(
+        "verify {rows} rows: {} missing, {} extra, {} changed in {:.2} s; {} rows transferred, {} range queries per side",
+        report.missing.len(),
+        report.extra.len(),
+        report.changed.len(),
+        report.seconds,
+        report.rows_transferred,
+        report.range_queries
+    );
+    Ok(())
 }

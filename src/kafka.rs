@@ -21,12 +21,28 @@ pub struct Record {
 /// Produces `records` in order (per key, each lands in its key's partition)
 /// and waits until the brokers have them all.
 pub fn produce(brokers: &str, records: &[Record]) -> anyhow::Result<()> {
-    let producer: BaseProducer = ClientConfig::new()
+    produce_with(brokers, &[], records)
+}
+
+/// As [`produce`], with librdkafka options (security settings).
+pub fn produce_with(
+    brokers: &str,
+    options: &[(String, String)],
+    records: &[Record],
+) -> anyhow::Result<()> {
+    let mut cc = ClientConfig::new();
+    for (k, v) in options {
+        // Consumer-only options would make the producer refuse to start.
+        if !k.starts_with("auto.") && !k.starts_with("session.") && !k.starts_with("heartbeat.") {
+            cc.set(k, v);
+        }
+    }
+    let producer: BaseProducer = cc
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()
-        .context("cannot create a producer")?;
+        .map_err(|e| anyhow::anyhow!("cannot create a producer: {}", redact_kafka_error(e)))?;
     for r in records {
         let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&r.topic);
         if let Some(k) = &r.key {

@@ -15,6 +15,7 @@
 //! - [`stats`]: counts and progress, for the demo and the drain check.
 //! - [`status`]: `pgchain status`: applied positions and lag per partition.
 //! - [`kafka`]: small Kafka helpers (watermarks, producing) for demo and bench.
+//! - [`verify`]: `pgchain verify`: source vs target by key ranges, `--repair`.
 //! - [`demo`], [`bench`]: the two self-contained commands.
 
 pub mod alerts;
@@ -36,4 +37,5 @@ pub mod render;
 pub mod route;
 pub mod stats;
 pub mod status;
+pub mod verify;
 pub mod worker;

@@ -116,6 +116,8 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Compare a source table with its copy by key; --repair re-emits the differences.
+    Verify(pgchain::verify::VerifyArgs),
     /// The whole flow on an embedded Kafka and the local PostgreSQL.
     Demo(pgchain::demo::DemoArgs),
     /// Throughput and latency, against the direct-SQL limit.
@@ -177,6 +179,20 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             check,
         } => render(&config, &templates, &migrations, check),
         Command::Dlq { command } => dlq(command).await,
+        Command::Verify(args) => {
+            let config = load(&args.config)?;
+            let report = pgchain::verify::run(&args, &config).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", pgchain::verify::text(&report, 20));
+            }
+            Ok(if report.clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Demo(args) => pgchain::demo::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => pgchain::bench::run(args).await.map(|()| ExitCode::SUCCESS),
     }

@@ -383,11 +383,25 @@ pub async fn compare(
         }
     }
     for v in [&mut report.missing, &mut report.extra, &mut report.changed] {
-        v.sort();
+        v.sort_by(|a, b| key_order(a, b));
     }
     progress.finish_and_clear();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Keys in a people's order: numbers as numbers, the rest as text.
+fn key_order(a: &[String], b: &[String]) -> std::cmp::Ordering {
+    for (x, y) in a.iter().zip(b) {
+        let o = match (x.parse::<f64>(), y.parse::<f64>()) {
+            (Ok(p), Ok(q)) => p.total_cmp(&q),
+            _ => x.cmp(y),
+        };
+        if o.is_ne() {
+            return o;
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 /// The pipeline that re-emits rows of `table`.

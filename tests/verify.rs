@@ -122,7 +122,7 @@ async fn verify_finds_exactly_the_planted_differences_and_repair_fixes_them() {
     assert_eq!(keys(&report["extra"]), ["a/0", "b/5000", "c/1701"]);
     assert_eq!(
         keys(&report["changed"]),
-        ["a/2", "a/900", "b/1", "c/1699", "c/2"]
+        ["a/2", "a/900", "b/1", "c/2", "c/1699"]
     );
     // The hashing happened in the databases: far fewer rows than the tables
     // came over.

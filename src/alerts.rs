@@ -3,7 +3,8 @@
 //! `PGCHAIN_ALERT_WEBHOOK`) when dead letters grow, a partition's lag stays
 //! above `lag_above` for `lag_for`, or a partition is stuck longer than
 //! `monitoring.stuck_after`. An alert still firing is posted again at most
-//! every `repeat_after`; a resolved message follows when it clears.
+//! every `repeat_after` (the dead-letter alert only if the count grew); a
+//! resolved message follows when it clears.
 
 use crate::config::Alerts;
 use crate::metrics::{Monitor, stuck_longer_than};
@@ -23,8 +24,10 @@ pub struct Condition {
     pub hold: Duration,
     /// What it is about, for the message.
     pub text: String,
-    /// A measure that may grow (open dead letters), kept for the record.
+    /// A measure that may grow (open dead letters): when `grows`, the alert
+    /// is posted again only when it has grown since the last post.
     pub value: i64,
+    pub grows: bool,
 }
 
 #[derive(Debug)]
@@ -89,7 +92,8 @@ impl Alerter {
             let due = s
                 .last_post
                 .is_none_or(|at| now.duration_since(at) >= self.repeat_after);
-            if !s.firing || due {
+            let news = !c.grows || c.value > s.last_value;
+            if !s.firing || (due && news) {
                 posts.push(Post::Firing(c.text.clone()));
                 s.last_post = Some(now);
                 s.last_value = c.value;
@@ -145,6 +149,7 @@ pub fn conditions(
             by_pipeline.join(", ")
         ),
         value: open_dead,
+        grows: true,
     });
     for ((topic, partition), lag) in snap.lag() {
         out.push(Condition {
@@ -157,6 +162,7 @@ pub fn conditions(
                 alerts.lag_for.0.as_secs()
             ),
             value: 0,
+            grows: false,
         });
     }
     for ((topic, partition), _) in stuck_longer_than(&snap, monitor.stuck_after) {
@@ -171,6 +177,7 @@ pub fn conditions(
             hold: Duration::ZERO,
             text: format!("partition {topic}/{partition} stuck: {why}"),
             value: 0,
+            grows: false,
         });
     }
     out
@@ -252,6 +259,7 @@ mod tests {
             hold: Duration::from_secs(hold),
             text: key.into(),
             value,
+            grows: key == "dead",
         }
     }
 
@@ -270,6 +278,8 @@ mod tests {
             a.evaluate(at(61), &[cond("dead", true, 0, 3)]),
             [Post::Firing("dead".into())]
         );
+        // Due again, but no more than last time: nothing new to say.
+        assert!(a.evaluate(at(130), &[cond("dead", true, 0, 3)]).is_empty());
         assert_eq!(
             a.evaluate(at(62), &[cond("dead", false, 0, 0)]),
             [Post::Resolved("dead".into())]
@@ -293,7 +303,13 @@ mod tests {
             a.evaluate(at(500), &[cond("lag", true, 300, 0)]),
             [Post::Firing("lag".into())]
         );
+        // Not a growing measure: a reminder once the limit has passed.
+        assert!(a.evaluate(at(600), &[cond("lag", true, 300, 0)]).is_empty());
+        assert_eq!(
+            a.evaluate(at(4100), &[cond("lag", true, 300, 0)]),
+            [Post::Firing("lag".into())]
+        );
         // A condition that disappears (a revoked partition) resolves.
-        assert_eq!(a.evaluate(at(501), &[]), [Post::Resolved("lag".into())]);
+        assert_eq!(a.evaluate(at(4101), &[]), [Post::Resolved("lag".into())]);
     }
 }

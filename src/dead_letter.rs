@@ -228,13 +228,7 @@ pub async fn record(pool: &Pool, group: &str, dl: &DeadLetter) -> Result<Recorde
 
 /// The producer of dead-letter records: idempotent, every replica acks.
 pub fn producer(brokers: &str, options: &[(String, String)]) -> anyhow::Result<FutureProducer> {
-    let mut cc = ClientConfig::new();
-    for (k, v) in options {
-        // Consumer-only options would make the producer refuse to start.
-        if !k.starts_with("auto.") && !k.starts_with("session.") && !k.starts_with("heartbeat.") {
-            cc.set(k, v);
-        }
-    }
+    let mut cc = crate::kafka::producer_config(options);
     cc.set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")

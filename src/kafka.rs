@@ -30,13 +30,7 @@ pub fn produce_with(
     options: &[(String, String)],
     records: &[Record],
 ) -> anyhow::Result<()> {
-    let mut cc = ClientConfig::new();
-    for (k, v) in options {
-        // Consumer-only options would make the producer refuse to start.
-        if !k.starts_with("auto.") && !k.starts_with("session.") && !k.starts_with("heartbeat.") {
-            cc.set(k, v);
-        }
-    }
+    let mut cc = producer_config(options);
     let producer: BaseProducer = cc
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
@@ -81,6 +75,18 @@ pub fn produce_with(
         .flush(Duration::from_secs(60))
         .context("producer flush")?;
     Ok(())
+}
+
+/// A producer's config from `kafka.options`, without the consumer-only
+/// options (they would make the producer refuse to start).
+pub fn producer_config(options: &[(String, String)]) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    for (k, v) in options {
+        if !k.starts_with("auto.") && !k.starts_with("session.") && !k.starts_with("heartbeat.") {
+            cc.set(k, v);
+        }
+    }
+    cc
 }
 
 /// High watermark (next offset to be written) of every partition of `topics`.

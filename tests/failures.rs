@@ -482,20 +482,7 @@ async fn broker_request_errors_lose_nothing_and_duplicate_nothing() {
             RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
         ],
     );
-    let run = start(config(
-        &yaml("items", "t.poison, t.record", ""),
-        &kafka,
-        &db,
-    ));
-    run.drained(&kafka, &["items"]).await;
-    wait_for(
-        &db,
-        "the dead letter published",
-        "select count(*) from pgchain.dead_letters where published_at is not null",
-        1,
-    )
-    .await;
-    run.stop().await;
+    drain_with_one_dead_letter(&kafka, &db).await;
     assert_eq!(db.i64("select count(*) from t.seen").await, 200);
     assert_eq!(
         db.i64("select count(distinct (partition, kafka_offset)) from t.seen")
@@ -505,6 +492,21 @@ async fn broker_request_errors_lose_nothing_and_duplicate_nothing() {
     let dlq = read_topic(&kafka, "items.dlq").await;
     assert_eq!(dlq.len(), 1, "one dead-letter record, not a retry's copy");
     assert_eq!(header_owned(&dlq[0], "pgchain.sqlstate"), "P0001");
+}
+
+/// Runs `t.poison, t.record` over `items` until drained and its one dead
+/// letter is published.
+async fn drain_with_one_dead_letter(kafka: &Kafka, db: &TestDb) {
+    let run = start(config(&yaml("items", "t.poison, t.record", ""), kafka, db));
+    run.drained(kafka, &["items"]).await;
+    wait_for(
+        db,
+        "the dead letter published",
+        "select count(*) from pgchain.dead_letters where published_at is not null",
+        1,
+    )
+    .await;
+    run.stop().await;
 }
 
 fn temp_dir(label: &str) -> PathBuf {
@@ -752,20 +754,7 @@ async fn a_dead_letter_a_crash_left_unpublished_goes_out_before_the_partition_ru
     .await;
     // The row above moved the ledger to 1, so offset 0 counts as applied too;
     // only offset 2 runs.
-    let run = start(config(
-        &yaml("items", "t.poison, t.record", ""),
-        &kafka,
-        &db,
-    ));
-    run.drained(&kafka, &["items"]).await;
-    wait_for(
-        &db,
-        "the dead letter published",
-        "select count(*) from pgchain.dead_letters where published_at is not null",
-        1,
-    )
-    .await;
-    run.stop().await;
+    drain_with_one_dead_letter(&kafka, &db).await;
     let dlq = read_topic(&kafka, "items.dlq").await;
     assert_eq!(dlq.len(), 1);
     assert_eq!(dlq[0].key(), Some(&b"{}"[..]));

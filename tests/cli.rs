@@ -2,29 +2,14 @@
 
 mod common;
 
-use common::{Kafka, TEST_STEPS, TestDb, record};
+use common::{Kafka, TEST_STEPS, TestDb, pgchain, record, temp_dir};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn pgchain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pgchain"))
-        .args(args)
-        .env_remove("DATABASE_URL")
-        .output()
-        .expect("run pgchain")
-}
-
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-fn temp_dir(label: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pgchain-{label}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

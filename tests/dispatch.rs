@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Kafka, TEST_STEPS, TestDb, config, record, start};
+use common::{Kafka, TEST_STEPS, TestDb, committed, config, record, start};
 use pgchain::kafka::Record;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -190,29 +190,6 @@ async fn a_failing_step_leaves_no_trace_and_its_event_is_dead_lettered() {
     assert_eq!(db.applied("g1", bad, 0).await, Some(3));
     // The other partition kept flowing.
     assert_eq!(db.i64("select count(*) from t.seen").await, 10);
-}
-
-/// The group's committed offset for partition 0 of `topic`.
-async fn committed(kafka: &Kafka, group: &str, topic: &str) -> Option<i64> {
-    let (brokers, group, topic) = (kafka.brokers.clone(), group.to_string(), topic.to_string());
-    tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", &group)
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&topic, 0);
-        let got = c
-            .committed_offsets(tpl, std::time::Duration::from_secs(10))
-            .unwrap();
-        match got.find_partition(&topic, 0).unwrap().offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
-        }
-    })
-    .await
-    .unwrap()
 }
 
 /// Rewinds the group's committed offsets to the start, as if the commits were

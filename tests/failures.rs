@@ -15,7 +15,6 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -367,35 +366,11 @@ async fn a_side_row_before_its_base_row_parks_and_is_applied_when_the_base_arriv
     assert!(lag_ms < 1000, "replayed {lag_ms} ms after the base row");
 }
 
-/// `db.url` with its host and port replaced by the proxy's.
-fn via_proxy(db: &TestDb, proxy: &Proxy) -> String {
-    let pg: tokio_postgres::Config = db.url.parse().unwrap();
-    let user = pg.get_user().unwrap_or("postgres");
-    let password = pg
-        .get_password()
-        .map(|p| format!(":{}", String::from_utf8_lossy(p)))
-        .unwrap_or_default();
-    format!(
-        "postgres://{user}{password}@127.0.0.1:{}/{}",
-        proxy.port, db.name
-    )
-}
-
-fn pg_address() -> String {
-    let pg: tokio_postgres::Config = server_url().parse().unwrap();
-    let host = match pg.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        _ => "127.0.0.1".to_string(),
-    };
-    let port = pg.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_connections_and_a_30_second_outage_lose_nothing_and_dead_letter_nothing() {
     let db = TestDb::new("outage").await;
     db.exec(TEST_STEPS).await;
-    let proxy = Proxy::start(pg_address()).await;
+    let proxy = Proxy::to_server().await;
     let kafka = Kafka::new(&[("items", 2)]);
     let burst = |from: i64, to: i64| -> Vec<Record> {
         (from..=to)
@@ -404,7 +379,7 @@ async fn killed_connections_and_a_30_second_outage_lose_nothing_and_dead_letter_
     };
     kafka.produce(burst(1, 60)).await;
     let mut cfg = config(&yaml("items", "t.pause, t.record", ""), &kafka, &db);
-    cfg.postgres.url = via_proxy(&db, &proxy);
+    cfg.postgres.url = proxy.url_for(&db);
     let run = start(cfg);
     let admin = db.client().await;
     let kill = format!(
@@ -507,19 +482,6 @@ async fn drain_with_one_dead_letter(kafka: &Kafka, db: &TestDb) {
     )
     .await;
     run.stop().await;
-}
-
-fn temp_dir(label: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pgchain-{label}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn pgchain(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pgchain"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 fn out(o: &std::process::Output) -> String {
@@ -672,7 +634,7 @@ async fn a_crash_before_the_offset_commit_writes_no_second_dead_letter() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(
-        committed(&kafka, "items").await,
+        committed(&kafka, "g1", "items").await,
         None,
         "killed before any offset commit"
     );
@@ -703,31 +665,7 @@ async fn a_crash_before_the_offset_commit_writes_no_second_dead_letter() {
             .await,
         ["0", "2", "3"]
     );
-    assert_eq!(committed(&kafka, "items").await, Some(4));
-}
-
-/// The group's committed offset for partition 0 of `topic`.
-async fn committed(kafka: &Kafka, topic: &str) -> Option<i64> {
-    let brokers = kafka.brokers.clone();
-    let topic = topic.to_string();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", "g1")
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&topic, 0);
-        let got = consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .unwrap();
-        match got.elements()[0].offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
-        }
-    })
-    .await
-    .unwrap()
+    assert_eq!(committed(&kafka, "g1", "items").await, Some(4));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -148,14 +148,11 @@ async fn metrics_count_a_known_burst_exactly_and_lag_reaches_zero() {
 async fn readiness_fails_while_the_database_is_away_and_recovers() {
     let db = TestDb::new("ready").await;
     db.exec(TEST_STEPS).await;
-    let proxy = Proxy::start(proxy_target()).await;
+    let proxy = Proxy::to_server().await;
     let kafka = Kafka::new(&[("items", 1)]);
     kafka.produce(vec![version("items", 1, 1, false)]).await;
     let mut cfg = config(YAML, &kafka, &db);
-    cfg.postgres.url = db.url.replace(
-        &format!(":{}/", port_of(&db.url)),
-        &format!(":{}/", proxy.port),
-    );
+    cfg.postgres.url = proxy.url_for(&db);
     let run = start(cfg);
     run.drained(&kafka, &["items"]).await;
     let base = format!("http://{}", run.http_addr().unwrap());
@@ -185,20 +182,6 @@ async fn readiness_fails_while_the_database_is_away_and_recovers() {
     proxy.up();
     ready(200).await;
     run.stop().await;
-}
-
-fn port_of(url: &str) -> u16 {
-    let pg: tokio_postgres::Config = url.parse().unwrap();
-    pg.get_ports().first().copied().unwrap_or(5432)
-}
-
-fn proxy_target() -> String {
-    let pg: tokio_postgres::Config = server_url().parse().unwrap();
-    let host = match pg.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        _ => "127.0.0.1".to_string(),
-    };
-    format!("{host}:{}", port_of(&server_url()))
 }
 
 /// A local HTTP receiver for the webhook: every body posted to it.
@@ -254,8 +237,7 @@ async fn the_alert_webhook_fires_on_dead_letters_and_resolves_when_they_are_hand
     )
     .replace("{brokers}", &kafka.brokers)
     .replace("{url}", &db.url);
-    let dir = std::env::temp_dir().join(format!("pgchain-alerts-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("alerts");
     let path = dir.join("p.yaml");
     std::fs::write(&path, text).unwrap();
     let cfg = path.to_str().unwrap();

@@ -91,8 +91,7 @@ async fn verify_finds_exactly_the_planted_differences_and_repair_fixes_them() {
     let text = yaml
         .replace("{brokers}", &kafka.brokers)
         .replace("{url}", &target.url);
-    let dir = std::env::temp_dir().join(format!("pgchain-verify-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("verify");
     let path = dir.join("p.yaml");
     std::fs::write(&path, &text).unwrap();
     let cfg = path.to_str().unwrap();

@@ -131,6 +131,46 @@ impl Kafka {
     }
 }
 
+/// A fresh directory for one test's files.
+pub fn temp_dir(label: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pgchain-{label}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the `pgchain` binary (without DATABASE_URL: the config says where).
+pub fn pgchain(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pgchain"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run pgchain")
+}
+
+/// The group's committed offset for partition 0 of `topic`.
+pub async fn committed(kafka: &Kafka, group: &str, topic: &str) -> Option<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let (brokers, group, topic) = (kafka.brokers.clone(), group.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&topic, 0);
+        let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        match got.find_partition(&topic, 0).unwrap().offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        }
+    })
+    .await
+    .unwrap()
+}
+
 pub fn record(topic: &str, key: Option<&str>, value: Option<&str>) -> Record {
     Record {
         topic: topic.to_string(),

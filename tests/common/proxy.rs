@@ -55,6 +55,31 @@ impl Proxy {
         }
     }
 
+    /// A proxy to the test server (DATABASE_URL's host and port).
+    pub async fn to_server() -> Proxy {
+        let pg: tokio_postgres::Config = super::server_url().parse().unwrap();
+        let host = match pg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".to_string(),
+        };
+        let port = pg.get_ports().first().copied().unwrap_or(5432);
+        Proxy::start(format!("{host}:{port}")).await
+    }
+
+    /// `db`'s URL, through this proxy.
+    pub fn url_for(&self, db: &super::TestDb) -> String {
+        let pg: tokio_postgres::Config = db.url.parse().unwrap();
+        let user = pg.get_user().unwrap_or("postgres");
+        let password = pg
+            .get_password()
+            .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+            .unwrap_or_default();
+        format!(
+            "postgres://{user}{password}@127.0.0.1:{}/{}",
+            self.port, db.name
+        )
+    }
+
     pub fn down(&self) {
         self.down.store(true, Ordering::SeqCst);
         self.cut.send_modify(|n| *n += 1);

@@ -144,28 +144,60 @@ impl DeadLetter {
 
     /// The reason from a chain error: parked on PGW01, dead otherwise.
     pub fn failed(mut self, e: &ChainError, attempts: u32) -> DeadLetter {
-        let dependency = e.class == ErrorClass::DependencyMissing;
-        self.status = if dependency {
-            Status::Parked
-        } else {
-            Status::Dead
-        };
-        self.class = if dependency {
-            Class::Dependency
-        } else {
-            Class::Data
-        };
+        let r = Reason::of(e);
+        self.status = r.status;
+        self.class = r.class;
         self.step = e.step.clone();
         self.sqlstate = e.sqlstate.clone();
-        self.message = match &e.detail {
-            Some(d) if !dependency => format!("{}; detail: {d}", e.message),
-            _ => e.message.clone(),
-        };
-        self.awaits = if dependency { e.detail.clone() } else { None };
+        self.message = r.message;
+        self.awaits = r.awaits;
         self.attempts = attempts.min(i32::MAX as u32) as i32;
         self
     }
 }
+
+/// How a chain error that gave up is recorded, on first failure and on a
+/// failed replay alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    pub status: Status,
+    pub class: Class,
+    /// The error message, with its DETAIL unless DETAIL is the awaited key.
+    pub message: String,
+    /// The key a parked event waits for (PGW01's DETAIL).
+    pub awaits: Option<String>,
+}
+
+impl Reason {
+    pub fn of(e: &ChainError) -> Reason {
+        if e.class == ErrorClass::DependencyMissing {
+            Reason {
+                status: Status::Parked,
+                class: Class::Dependency,
+                message: e.message.clone(),
+                awaits: e.detail.clone(),
+            }
+        } else {
+            Reason {
+                status: Status::Dead,
+                class: Class::Data,
+                message: match &e.detail {
+                    Some(d) => format!("{}; detail: {d}", e.message),
+                    None => e.message.clone(),
+                },
+                awaits: None,
+            }
+        }
+    }
+}
+
+/// Narrows `pgchain.dead_letters` by the filters of `pgchain dlq` and of a
+/// recovery pass: $2 ids (bigint[]), $3 pipeline, $4 status, $5 first
+/// failed more than this many seconds ago; a null parameter takes all.
+pub const FILTER_SQL: &str = "($2::bigint[] is null or id = any($2))
+    and ($3::text is null or pipeline = $3)
+    and ($4::text is null or status = $4)
+    and ($5::float8 is null or first_failed_at < now() - make_interval(secs => $5))";
 
 /// What [`record`] found or wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

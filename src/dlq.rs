@@ -2,6 +2,7 @@
 //! consumer group.
 
 use crate::config::Config;
+use crate::dead_letter::FILTER_SQL;
 use crate::recovery::{Redriver, Report, Scope};
 use crate::route::Router;
 use crate::stats::Stats;
@@ -49,6 +50,14 @@ impl Filter {
         }
     }
 
+    /// `$2` (ids) and `$5` (age in seconds) of [`FILTER_SQL`]; null when unset.
+    fn sql_params(&self) -> (Option<Vec<i64>>, Option<f64>) {
+        (
+            (!self.ids.is_empty()).then(|| self.ids.clone()),
+            self.older_than.map(|d| d.as_secs_f64()),
+        )
+    }
+
     fn scope(&self) -> Scope {
         Scope {
             ids: (!self.ids.is_empty()).then(|| self.ids.clone()),
@@ -85,22 +94,20 @@ pub struct Entry {
 pub async fn list(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Entry>> {
     filter.check_status(false)?;
     let client = crate::db::connect(&config.postgres.url).await?;
-    let older = filter.older_than.map(|d| d.as_secs_f64());
-    let ids = (!filter.ids.is_empty()).then(|| filter.ids.clone());
+    let (ids, older) = filter.sql_params();
+    let sql = format!(
+        "select id, status, error_class, pipeline, topic, partition, kafka_offset,
+                failing_step, sqlstate, error_message, awaits, attempts, replays,
+                to_char(first_failed_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                to_char(last_failed_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                published_at is not null, resolution
+           from pgchain.dead_letters
+          where group_id = $1 and {FILTER_SQL}
+          order by id"
+    );
     let rows = client
         .query(
-            "select id, status, error_class, pipeline, topic, partition, kafka_offset,
-                    failing_step, sqlstate, error_message, awaits, attempts, replays,
-                    to_char(first_failed_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                    to_char(last_failed_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                    published_at is not null, resolution
-               from pgchain.dead_letters
-              where group_id = $1
-                and ($2::bigint[] is null or id = any($2))
-                and ($3::text is null or pipeline = $3)
-                and ($4::text is null or status = $4)
-                and ($5::float8 is null or first_failed_at < now() - make_interval(secs => $5))
-              order by id",
+            &sql,
             &[
                 &config.kafka.group_id,
                 &ids,
@@ -210,18 +217,16 @@ pub async fn discard(
         anyhow::bail!("--reason must say why (it is kept with the dead letter)");
     }
     let client = crate::db::connect(&config.postgres.url).await?;
-    let older = filter.older_than.map(|d| d.as_secs_f64());
-    let ids = (!filter.ids.is_empty()).then(|| filter.ids.clone());
+    let (ids, older) = filter.sql_params();
+    let sql = format!(
+        "update pgchain.dead_letters
+            set status = 'discarded', resolved_at = now(), resolution = $6
+          where group_id = $1 and status in ('parked', 'dead') and {FILTER_SQL}
+         returning id"
+    );
     let rows = client
         .query(
-            "update pgchain.dead_letters
-                set status = 'discarded', resolved_at = now(), resolution = $6
-              where group_id = $1 and status in ('parked', 'dead')
-                and ($2::bigint[] is null or id = any($2))
-                and ($3::text is null or pipeline = $3)
-                and ($4::text is null or status = $4)
-                and ($5::float8 is null or first_failed_at < now() - make_interval(secs => $5))
-             returning id",
+            &sql,
             &[
                 &config.kafka.group_id,
                 &ids,

@@ -13,6 +13,7 @@
 //! replay` runs one on demand.
 
 use crate::chain::{self, ChainError, ErrorClass};
+use crate::dead_letter::{FILTER_SQL, Reason};
 use crate::route::{Message as RouteMessage, Routed, Router};
 use crate::stats::Stats;
 use deadpool_postgres::Pool;
@@ -130,30 +131,30 @@ impl Redriver {
     async fn candidates(&self, scope: &Scope) -> Result<Vec<Row>, ChainError> {
         let client = self.pool.get().await.map_err(chain::pool_error)?;
         let older = scope.older_than.map(|d| d.as_secs_f64());
+        let sql = format!(
+            "select id, pipeline, topic, partition, kafka_offset, kafka_timestamp,
+                    msg_key, msg_value, entity_key
+               from pgchain.dead_letters d
+              where group_id = $1 and status in ('parked', 'dead')
+                and {FILTER_SQL}
+                and ($6::int is null or replays < $6)
+                and ($7::text is null or (status = 'parked' and (awaits = $7
+                     or (entity_key is not null and (pipeline, entity_key) in
+                         (select pipeline, entity_key from pgchain.dead_letters
+                           where group_id = $1 and status = 'parked' and awaits = $7)))))
+              order by id"
+        );
         let rows = client
             .query(
-                "select id, pipeline, topic, partition, kafka_offset, kafka_timestamp,
-                        msg_key, msg_value, entity_key
-                   from pgchain.dead_letters d
-                  where group_id = $1 and status in ('parked', 'dead')
-                    and ($2::int is null or replays < $2)
-                    and ($3::text is null or (status = 'parked' and (awaits = $3
-                         or (entity_key is not null and (pipeline, entity_key) in
-                             (select pipeline, entity_key from pgchain.dead_letters
-                               where group_id = $1 and status = 'parked' and awaits = $3)))))
-                    and ($4::bigint[] is null or id = any($4))
-                    and ($5::text is null or pipeline = $5)
-                    and ($6::text is null or status = $6)
-                    and ($7::float8 is null or first_failed_at < now() - make_interval(secs => $7))
-                  order by id",
+                &sql,
                 &[
                     &self.group,
-                    &scope.max_replays,
-                    &scope.awaiting,
                     &scope.ids,
                     &scope.pipeline,
                     &scope.status,
                     &older,
+                    &scope.max_replays,
+                    &scope.awaiting,
                 ],
             )
             .await
@@ -221,27 +222,23 @@ impl Redriver {
 
     /// Records a failed replay: parked again on PGW01, dead otherwise.
     async fn failed_again(&self, id: i64, e: &ChainError) -> Result<(), ChainError> {
-        let parked = e.class == ErrorClass::DependencyMissing;
+        let r = Reason::of(e);
         let client = self.pool.get().await.map_err(chain::pool_error)?;
         client
             .execute(
                 "update pgchain.dead_letters
                     set replays = replays + 1, last_failed_at = now(),
-                        status = case when $2 then 'parked' else 'dead' end,
-                        error_class = case when $2 then 'dependency' else 'data' end,
-                        awaits = case when $2 then $3 end,
-                        failing_step = $4, sqlstate = $5, error_message = $6
+                        status = $2, error_class = $3, awaits = $4,
+                        failing_step = $5, sqlstate = $6, error_message = $7
                   where id = $1 and status in ('parked', 'dead')",
                 &[
                     &id,
-                    &parked,
-                    &e.detail,
+                    &r.status.as_str(),
+                    &r.class.as_str(),
+                    &r.awaits,
                     &e.step,
                     &e.sqlstate,
-                    &match (&e.detail, parked) {
-                        (Some(d), false) => format!("{}; detail: {d}", e.message),
-                        _ => e.message.clone(),
-                    },
+                    &r.message,
                 ],
             )
             .await

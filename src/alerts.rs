@@ -7,7 +7,7 @@
 //! resolved message follows when it clears.
 
 use crate::config::Alerts;
-use crate::metrics::{Monitor, stuck_longer_than};
+use crate::metrics::{Monitor, Stuck, stuck_longer_than};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -165,12 +165,13 @@ pub fn conditions(
             grows: false,
         });
     }
-    for ((topic, partition), _) in stuck_longer_than(&snap, monitor.stuck_after) {
-        let why = snap
-            .stuck
-            .get(&(topic.clone(), partition))
-            .cloned()
-            .unwrap_or_else(|| "retrying a transient error".into());
+    for Stuck {
+        topic,
+        partition,
+        why,
+        ..
+    } in stuck_longer_than(&snap, monitor.stuck_after)
+    {
         out.push(Condition {
             key: format!("stuck:{topic}/{partition}"),
             active: true,

@@ -77,12 +77,13 @@ impl Monitor {
         if snap.assigned.is_empty() {
             problems.push("no partitions assigned".to_string());
         }
-        for ((topic, partition), since) in stuck_longer_than(&snap, self.stuck_after) {
-            let why = snap
-                .stuck
-                .get(&(topic.clone(), partition))
-                .map(String::as_str)
-                .unwrap_or("retrying a transient error");
+        for Stuck {
+            topic,
+            partition,
+            since,
+            why,
+        } in stuck_longer_than(&snap, self.stuck_after)
+        {
             problems.push(format!(
                 "{topic}/{partition} stuck for {}s: {why}",
                 since.as_secs()
@@ -128,17 +129,34 @@ impl Monitor {
     }
 }
 
+/// A partition stopped, or retrying without progress, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Stuck {
+    pub topic: String,
+    pub partition: i32,
+    /// How long it has been so.
+    pub since: Duration,
+    pub why: String,
+}
+
 /// Partitions stopped, or retrying without progress, for longer than `after`.
-pub fn stuck_longer_than(
-    snap: &crate::stats::Snapshot,
-    after: Duration,
-) -> Vec<((String, i32), Duration)> {
+pub fn stuck_longer_than(snap: &crate::stats::Snapshot, after: Duration) -> Vec<Stuck> {
     let now = Instant::now();
-    let mut out: Vec<_> = snap
+    let mut out: Vec<Stuck> = snap
         .blocked_since
         .iter()
-        .map(|(tp, since)| (tp.clone(), now.duration_since(*since)))
+        .map(|(tp, since)| (tp, now.duration_since(*since)))
         .filter(|(_, d)| *d >= after)
+        .map(|((topic, partition), since)| Stuck {
+            topic: topic.clone(),
+            partition: *partition,
+            since,
+            why: snap
+                .stuck
+                .get(&(topic.clone(), *partition))
+                .cloned()
+                .unwrap_or_else(|| "retrying a transient error".into()),
+        })
         .collect();
     out.sort();
     out

@@ -155,16 +155,28 @@ impl Stats {
     }
 
     pub fn record(&self, pipeline: &str, f: impl FnOnce(&mut PipelineCounts)) {
-        let mut s = self.lock();
-        f(s.pipelines.entry(pipeline.to_string()).or_default());
+        f(Self::counts(&mut self.lock(), pipeline));
     }
 
-    pub fn consumed(&self, topic: &str, n: u64) {
-        *self
-            .lock()
-            .consumed_by_topic
-            .entry(topic.to_string())
-            .or_default() += n;
+    /// `pipeline`'s counts, allocating its name only the first time.
+    fn counts<'s>(s: &'s mut Snapshot, pipeline: &str) -> &'s mut PipelineCounts {
+        if !s.pipelines.contains_key(pipeline) {
+            s.pipelines
+                .insert(pipeline.to_string(), PipelineCounts::default());
+        }
+        s.pipelines.get_mut(pipeline).expect("just inserted")
+    }
+
+    /// Messages of `topic` read, one per pipeline name (`-`: none), under
+    /// one lock.
+    pub fn consumed<'p>(&self, topic: &str, pipelines: impl Iterator<Item = &'p str>) {
+        let mut s = self.lock();
+        let mut n = 0;
+        for p in pipelines {
+            n += 1;
+            Self::counts(&mut s, p).consumed += 1;
+        }
+        *s.consumed_by_topic.entry(topic.to_string()).or_default() += n;
     }
 
     pub fn retried(&self) {

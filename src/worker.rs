@@ -189,16 +189,13 @@ impl PartitionWorker {
                 }
             }
         }
-        self.shared.stats.consumed(&self.topic, msgs.len() as u64);
-        for item in &items {
-            let pipeline = match item {
-                Item::Run(_, route, _) => Some(route.pipeline.as_str()),
-                Item::Skip { pipeline, .. } | Item::Reject { pipeline, .. } => pipeline.as_deref(),
-            };
-            self.shared
-                .stats
-                .record(pipeline.unwrap_or("-"), |c| c.consumed += 1);
-        }
+        let pipelines = items.iter().map(|item| match item {
+            Item::Run(_, route, _) => route.pipeline.as_str(),
+            Item::Skip { pipeline, .. } | Item::Reject { pipeline, .. } => {
+                pipeline.as_deref().unwrap_or("-")
+            }
+        });
+        self.shared.stats.consumed(&self.topic, pipelines);
         self.run_items(msgs, &items).await
     }
 

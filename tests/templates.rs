@@ -4,31 +4,9 @@
 
 mod common;
 
-use common::TestDb;
+use common::{TestDb, install};
 use serde_json::{Value, json};
-use std::path::Path;
 use tokio_postgres::types::Json;
-
-/// Renders `procedure` from `template` with `vars` (YAML) and applies it.
-async fn install(db: &TestDb, procedure: &str, template: &str, vars: &str) {
-    let vars = vars
-        .lines()
-        .map(|l| format!("      {l}\n"))
-        .collect::<String>();
-    let yaml = format!(
-        "kafka:\n  brokers: k\npipelines:\n  p:\n    topic: t\n    chain: [{procedure}]\nprocedures:\n  {procedure}:\n    template: {template}\n    vars:\n{vars}"
-    );
-    let config =
-        pgchain::config::Config::from_text(&yaml, Path::new("t.yaml"), |_| None).expect("config");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let rendered = pgchain::render::render_all(
-        &config,
-        &root.join("sql/templates"),
-        &root.join("sql/migrations"),
-    )
-    .unwrap_or_else(|e| panic!("{e:?}"));
-    db.exec(&rendered[0].sql).await;
-}
 
 /// A change event as pgchain passes it to a step.
 fn ev(op: &str, key: Value, after: Option<Value>, ts_ms: i64) -> Value {

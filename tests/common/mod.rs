@@ -131,6 +131,27 @@ impl Kafka {
     }
 }
 
+/// Renders `procedure` from `template` with `vars` (YAML) and applies it.
+pub async fn install(db: &TestDb, procedure: &str, template: &str, vars: &str) {
+    let vars = vars
+        .lines()
+        .map(|l| format!("      {l}\n"))
+        .collect::<String>();
+    let yaml = format!(
+        "kafka:\n  brokers: k\npipelines:\n  p:\n    topic: t\n    chain: [{procedure}]\nprocedures:\n  {procedure}:\n    template: {template}\n    vars:\n{vars}"
+    );
+    let config =
+        pgchain::config::Config::from_text(&yaml, Path::new("t.yaml"), |_| None).expect("config");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rendered = pgchain::render::render_all(
+        &config,
+        &root.join("sql/templates"),
+        &root.join("sql/migrations"),
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    db.exec(&rendered[0].sql).await;
+}
+
 /// A fresh directory for one test's files.
 pub fn temp_dir(label: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("pgchain-{label}-{}", std::process::id()));

@@ -213,12 +213,13 @@ impl PartitionWorker {
                     // A key waiting for a row, or parked: the usual path of
                     // out-of-order topics, not worth a warning.
                     let waits = error.sqlstate.as_deref() == Some("PGW02")
-                        || error.class == ErrorClass::DependencyMissing;
+                        || error.class == ErrorClass::DependencyMissing
+                        || conflict(&error);
                     if waits {
                         debug!(
                             topic = self.topic,
                             partition = self.partition,
-                            "a batch holds a key that waits ({error}); running its events one by one"
+                            "a batch holds a key that waits or conflicts with another transaction ({error}); running its events one by one"
                         );
                     } else {
                         warn!(
@@ -252,7 +253,20 @@ impl PartitionWorker {
             &retries,
             &self.stop,
             |e, n| paused.retried(e, n),
-            || chain::apply_batch_once(&shared.pool, &shared.group, &runs),
+            || async {
+                chain::apply_batch_once(&shared.pool, &shared.group, &runs)
+                    .await
+                    .map_err(|mut e| {
+                        // A batch holds every lock its events took until it
+                        // commits. One that conflicts with another transaction
+                        // runs its events one by one instead, each taking its
+                        // locks in order (identity_link's clusters).
+                        if conflict(&e) {
+                            e.class = ErrorClass::Data;
+                        }
+                        e
+                    })
+            },
         )
         .await;
         shared.stats.in_flight(-(runs.len() as i64));
@@ -547,6 +561,12 @@ impl PauseGuard<'_> {
 }
 
 /// `retries` with every class but transient given up at the first error.
+/// A serialization failure or a deadlock: transient for one event, but a
+/// batch that meets one is better run event by event.
+fn conflict(e: &chain::ChainError) -> bool {
+    matches!(e.sqlstate.as_deref(), Some("40001" | "40P01"))
+}
+
 fn transient_only(retries: &crate::config::Retries) -> crate::config::Retries {
     let mut r = *retries;
     r.dependency.attempts = 1;

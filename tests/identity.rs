@@ -13,6 +13,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tokio_postgres::Client;
 use tokio_postgres::types::Json;
 
+/// A record of the union: (system, source_key).
+type Id = (String, String);
+/// A key value: (rule, value).
+type KeyValue = (String, String);
+
 /// A union table like l1_cleanse's, with the columns the rules use.
 fn union_sql(schema: &str) -> String {
     format!(
@@ -174,7 +179,7 @@ fn key_values(r: &Rec) -> Vec<(String, String)> {
 fn components(
     recs: &BTreeMap<(String, String), Rec>,
     generic: &BTreeSet<(String, String)>,
-    held: &BTreeSet<((String, String), (String, String))>,
+    held: &BTreeSet<(Id, KeyValue)>,
 ) -> BTreeSet<BTreeSet<(String, String)>> {
     let ids: Vec<&(String, String)> = recs.keys().collect();
     let mut parent: Vec<usize> = (0..ids.len()).collect();
@@ -211,12 +216,7 @@ fn components(
 }
 
 /// Generic values and held edges as the graph recorded them.
-async fn guards(
-    g: &Graph,
-) -> (
-    BTreeSet<(String, String)>,
-    BTreeSet<((String, String), (String, String))>,
-) {
+async fn guards(g: &Graph) -> (BTreeSet<KeyValue>, BTreeSet<(Id, KeyValue)>) {
     let generic = g
         .client
         .query(
@@ -433,4 +433,488 @@ fn incremental_clusters_equal_components_from_scratch() {
 #[test]
 fn incremental_clusters_equal_components_with_a_maximum_cluster_size() {
     property("prop_max", "max_cluster_size: 3", Some(3));
+}
+
+// ---------------------------------------------------------------------------
+// Named scenarios.
+
+fn rec(phone: Option<&str>, email: Option<&str>, name: Option<&str>, birth: Option<&str>) -> Rec {
+    Rec {
+        phone: phone.map(String::from),
+        email: email.map(String::from),
+        name: name.map(String::from),
+        birth: birth.map(String::from),
+    }
+}
+
+async fn explain(
+    g: &Graph,
+    a: (&str, &str),
+    b: (&str, &str),
+) -> Vec<(String, String, String, String)> {
+    g.client
+        .query(
+            &format!("select from_system || '/' || from_key, rule, value, to_system || '/' || to_key from {}.explain($1, $2, $3, $4) order by hop", g.schema),
+            &[&a.0, &a.1, &b.0, &b.1],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+async fn history(g: &Graph) -> Vec<(String, i64, Vec<i64>)> {
+    g.client
+        .query(
+            &format!(
+                "select kind, cluster_id, clusters from {}.history order by id",
+                g.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_record_chains_three_clusters_and_deleting_it_splits_them() {
+    let db = TestDb::new("id_chain").await;
+    let g = Graph::new(&db, "g", "").await;
+    g.put("crm", "a", &rec(Some("010-1111-2222"), None, None, None))
+        .await;
+    g.put(
+        "sales",
+        "b",
+        &rec(None, Some("kim@example.com"), None, None),
+    )
+    .await;
+    g.put(
+        "options",
+        "c",
+        &rec(None, None, Some("kim minsu"), Some("1990-01-02")),
+    )
+    .await;
+    let (a, b, c) = (
+        g.cluster("crm", "a").await,
+        g.cluster("sales", "b").await,
+        g.cluster("options", "c").await,
+    );
+    assert!(
+        a < b && b < c,
+        "three clusters, in order of age: {a} {b} {c}"
+    );
+
+    // One record carries all three keys: the three clusters chain into the oldest.
+    let out = g
+        .put(
+            "crm",
+            "d",
+            &rec(
+                Some("010-1111-2222"),
+                Some("kim@example.com"),
+                Some("kim minsu"),
+                Some("1990-01-02"),
+            ),
+        )
+        .await;
+    for (sys, key) in [("crm", "a"), ("sales", "b"), ("options", "c"), ("crm", "d")] {
+        assert_eq!(g.cluster(sys, key).await, a, "{sys}/{key}");
+    }
+    assert_eq!(out["merged"], json!({b.to_string(): a, c.to_string(): a}));
+    assert_eq!(out["clusters"], json!([a, b, c]));
+    assert_eq!(
+        history(&g).await,
+        vec![("merge".to_string(), a, vec![b, c])]
+    );
+    // Why are a and c one customer: a's phone is d's, and d's name and birth date are c's.
+    assert_eq!(
+        explain(&g, ("crm", "a"), ("options", "c")).await,
+        vec![
+            (
+                "crm/a".into(),
+                "phone".into(),
+                "010-1111-2222".into(),
+                "crm/d".into()
+            ),
+            (
+                "crm/d".into(),
+                "name_birth".into(),
+                "kim minsu\u{1f}1990-01-02".into(),
+                "options/c".into()
+            ),
+        ]
+    );
+
+    // The bridge goes: the part with the oldest record (a) keeps the id, the
+    // others get new ones; the split is recorded.
+    let out = g.delete("crm", "d").await;
+    assert_eq!(g.cluster("crm", "a").await, a);
+    let (b2, c2) = (
+        g.cluster("sales", "b").await,
+        g.cluster("options", "c").await,
+    );
+    assert!(
+        b2 > c && c2 > c && b2 != c2,
+        "new ids for the other parts: {b2} {c2}"
+    );
+    assert_eq!(out["split"], json!({b2.to_string(): a, c2.to_string(): a}));
+    let mut new_ids = vec![b2, c2];
+    new_ids.sort();
+    assert_eq!(
+        history(&g).await.last().unwrap(),
+        &("split".to_string(), a, new_ids)
+    );
+    assert!(explain(&g, ("crm", "a"), ("options", "c")).await.is_empty());
+    assert_eq!(g.records().await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blank_and_generic_values_never_link() {
+    let db = TestDb::new("id_generic").await;
+    let g = Graph::new(&db, "g", "").await;
+    // Blank values and a rule whose `when` column is false never link.
+    g.put("crm", "1", &rec(Some("  "), Some(""), Some("lee"), None))
+        .await;
+    g.put("crm", "2", &rec(Some("  "), Some(""), Some("lee"), None))
+        .await;
+    assert_ne!(g.cluster("crm", "1").await, g.cluster("crm", "2").await);
+    g.client
+        .batch_execute(
+            "update g.u set phone = '010-5', phone_ok = false where source_key in ('1', '2')",
+        )
+        .await
+        .unwrap();
+    g.link("crm", "1").await.unwrap();
+    g.link("crm", "2").await.unwrap();
+    assert_ne!(g.cluster("crm", "1").await, g.cluster("crm", "2").await);
+
+    // A shop's switchboard: four different people (distinct e-mails) give it.
+    // Up to max_clusters (3) it links; the fourth makes it generic, and the
+    // people come apart again.
+    for i in 1..=3 {
+        g.put(
+            "sales",
+            &i.to_string(),
+            &rec(Some("1588-0000"), Some(&format!("p{i}@x.com")), None, None),
+        )
+        .await;
+    }
+    let first = g.cluster("sales", "1").await;
+    assert_eq!(
+        g.cluster("sales", "3").await,
+        first,
+        "linked while below the limit"
+    );
+    g.put(
+        "sales",
+        "4",
+        &rec(Some("1588-0000"), Some("p4@x.com"), None, None),
+    )
+    .await;
+    let ids: BTreeSet<i64> = futures::future::join_all((1..=4).map(|i| {
+        let g = &g;
+        async move { g.cluster("sales", &i.to_string()).await }
+    }))
+    .await
+    .into_iter()
+    .collect();
+    assert_eq!(ids.len(), 4, "four people, four clusters: {ids:?}");
+    assert_eq!(
+        g.cluster("sales", "1").await,
+        first,
+        "the oldest keeps the id"
+    );
+    assert_eq!(
+        g.i64(
+            "select clusters::bigint from {s}.generic where rule = 'phone' and value = '1588-0000'"
+        )
+        .await,
+        4
+    );
+    // From now on the switchboard links no one; the e-mail still does.
+    g.put(
+        "options",
+        "9",
+        &rec(Some("1588-0000"), Some("p2@x.com"), None, None),
+    )
+    .await;
+    assert_eq!(
+        g.cluster("options", "9").await,
+        g.cluster("sales", "2").await
+    );
+    assert_ne!(
+        g.cluster("options", "9").await,
+        g.cluster("sales", "3").await
+    );
+    assert_eq!(
+        g.i64("select count(*) from {s}.keys where value = '1588-0000' and links")
+            .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_merge_beyond_the_maximum_cluster_size_is_refused_for_review() {
+    let db = TestDb::new("id_maxsize").await;
+    let g = Graph::new(&db, "g", "max_cluster_size: 4").await;
+    for (k, p, e) in [
+        ("1", None, "x@a.com"),
+        ("2", None, "x@a.com"),
+        ("3", None, "x@a.com"),
+        ("4", Some("010-7"), "y@b.com"),
+        ("5", Some("010-7"), "y@b.com"),
+    ] {
+        g.put("crm", k, &rec(p, Some(e), None, None)).await;
+    }
+    let (x, y) = (g.cluster("crm", "1").await, g.cluster("crm", "4").await);
+    // z joins x (four records), then brings y's phone: one cluster of six.
+    g.put("sales", "z", &rec(None, Some("x@a.com"), None, None))
+        .await;
+    assert_eq!(g.cluster("sales", "z").await, x);
+    let out = g
+        .put(
+            "sales",
+            "z",
+            &rec(Some("010-7"), Some("x@a.com"), None, None),
+        )
+        .await;
+    assert!(out["merged"].as_object().unwrap().is_empty(), "{out}");
+    assert_eq!(g.cluster("crm", "1").await, x);
+    assert_eq!(g.cluster("crm", "4").await, y);
+    assert_eq!(g.cluster("sales", "z").await, x);
+    // The refused link is held and recorded for review.
+    let review = g
+        .client
+        .query(
+            "select reason, rule, value, size, clusters from g.review",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(review.len(), 1);
+    let r = &review[0];
+    assert_eq!(
+        (
+            r.get::<_, String>(0),
+            r.get::<_, String>(1),
+            r.get::<_, String>(2),
+            r.get::<_, i32>(3),
+            r.get::<_, Vec<i64>>(4)
+        ),
+        (
+            "max_cluster_size".into(),
+            "phone".into(),
+            "010-7".into(),
+            6,
+            vec![x, y]
+        )
+    );
+    assert_eq!(
+        g.i64("select count(*) from {s}.keys where value = '010-7' and not links")
+            .await,
+        1
+    );
+    assert_eq!(g.i64("select count(*) from {s}.records where cluster_id = (select cluster_id from {s}.records where source_key = '4')").await, 2);
+}
+
+/// The union rows as they are now, for a from-scratch check.
+async fn union_rows(client: &Client, schema: &str) -> BTreeMap<Id, Rec> {
+    client
+        .query(
+            &format!("select system, source_key, name, phone, email, birth_date from {schema}.u"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                (r.get(0), r.get(1)),
+                Rec {
+                    name: r.get(2),
+                    phone: r.get(3),
+                    email: r.get(4),
+                    birth: r.get(5),
+                },
+            )
+        })
+        .collect()
+}
+
+/// One chain's transaction: write the union row (or delete it), link it.
+async fn change(
+    client: &Client,
+    schema: &str,
+    id: &Id,
+    r: Option<&Rec>,
+) -> Result<(), tokio_postgres::Error> {
+    match r {
+        Some(r) => client
+            .execute(
+                &format!("insert into {schema}.u (system, source_key, name, phone, email, birth_date) values ($1, $2, $3, $4, $5, $6)
+                  on conflict (system, source_key) do update set name = $3, phone = $4, email = $5, birth_date = $6"),
+                &[&id.0, &id.1, &r.name, &r.phone, &r.email, &r.birth],
+            )
+            .await?,
+        None => client
+            .execute(&format!("delete from {schema}.u where system = $1 and source_key = $2"), &[&id.0, &id.1])
+            .await?,
+    };
+    link_on(client, schema, &id.0, &id.1).await.map(|_| ())
+}
+
+/// Changes in one transaction; a serialization failure or deadlock rolls it back.
+async fn run(c: &Client, ops: &[(Id, Option<Rec>)]) -> Result<(), ()> {
+    c.batch_execute("begin").await.unwrap();
+    for (who, r) in ops {
+        if let Err(e) = change(c, "g", who, r.as_ref()).await {
+            let code = e.code().map(|c| c.code().to_string());
+            assert!(matches!(code.as_deref(), Some("40001" | "40P01")), "{e:?}");
+            c.batch_execute("rollback").await.unwrap();
+            return Err(());
+        }
+    }
+    c.batch_execute("commit").await.unwrap();
+    Ok(())
+}
+
+fn id(system: &str, key: &str) -> Id {
+    (system.to_string(), key.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_merge_and_a_split_of_one_cluster_from_two_transactions_at_once() {
+    let db = TestDb::new("id_concurrent").await;
+    let g = Graph::new(&db, "g", "").await;
+    for merge_first in [true, false] {
+        g.client
+            .batch_execute("delete from g.u; delete from g.records; delete from g.keys; delete from g.history;")
+            .await
+            .unwrap();
+        // x = a -phone- b -email- c; y alone. d joins a (name and birth
+        // date) with y (e-mail); deleting b splits c off x. The two share
+        // no key value, only the cluster x.
+        g.put("crm", "a", &rec(Some("p1"), None, Some("ann"), Some("d1")))
+            .await;
+        g.put("crm", "b", &rec(Some("p1"), Some("e1"), None, None))
+            .await;
+        g.put("crm", "c", &rec(None, Some("e1"), None, None)).await;
+        g.put("crm", "y", &rec(None, Some("e9"), None, None)).await;
+        let x = g.cluster("crm", "a").await;
+        let merge = |c: Client| async move {
+            c.batch_execute("begin").await.unwrap();
+            change(
+                &c,
+                "g",
+                &id("crm", "d"),
+                Some(&rec(None, Some("e9"), Some("ann"), Some("d1"))),
+            )
+            .await
+            .unwrap();
+            c
+        };
+        let split = |c: Client| async move {
+            c.batch_execute("begin").await.unwrap();
+            change(&c, "g", &id("crm", "b"), None).await.unwrap();
+            c
+        };
+        let (c1, c2) = (db.client().await, db.client().await);
+        let (first, second) = if merge_first {
+            (merge(c1).await, tokio::spawn(split(c2)))
+        } else {
+            (split(c2).await, tokio::spawn(merge(c1)))
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            !second.is_finished(),
+            "the second transaction waits for the cluster"
+        );
+        first.batch_execute("commit").await.unwrap();
+        let second = second.await.unwrap();
+        second.batch_execute("commit").await.unwrap();
+
+        let model = union_rows(&g.client, "g").await;
+        let got = partition(&g.records().await);
+        assert_eq!(
+            got,
+            components(&model, &BTreeSet::new(), &BTreeSet::new()),
+            "merge first: {merge_first}"
+        );
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(g.cluster("crm", "d").await, x, "merge first: {merge_first}");
+        assert!(g.cluster("crm", "c").await > x);
+    }
+
+    // Many chains at once on a few records, some two events to a
+    // transaction as a batch runs them: a transaction that would take a
+    // lock out of order is retried (40001), as pgchain retries it.
+    g.client
+        .batch_execute(
+            "delete from g.u; delete from g.records; delete from g.keys; delete from g.history;",
+        )
+        .await
+        .unwrap();
+    let tasks = (0..4u64).map(|w| {
+        let url = db.url.clone();
+        tokio::spawn(async move {
+            let c = pgchain::db::connect(&url).await.unwrap();
+            let mut state = 0x9e3779b97f4a7c15u64 ^ (w + 1);
+            let mut next = |n: u64| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state % n
+            };
+            let mut retried = 0;
+            for _ in 0..60 {
+                let ops: Vec<(Id, Option<Rec>)> = (0..1 + next(2))
+                    .map(|_| {
+                        // Each worker its own records, as each partition has its
+                        // own keys; their values overlap.
+                        let who = id(SYSTEMS[next(3) as usize], &format!("{w}-{}", next(2)));
+                        let (a, b, c, d, keep) = (next(4), next(3), next(4), next(3), next(5));
+                        let r = (keep > 0).then(|| Rec {
+                            phone: (a > 0).then(|| format!("p{b}")),
+                            email: (c > 0).then(|| format!("e{d}")),
+                            name: None,
+                            birth: None,
+                        });
+                        (who, r)
+                    })
+                    .collect();
+                // As pgchain runs a batch: in one transaction; on a conflict,
+                // each event in a transaction of its own, retried with backoff.
+                if run(&c, &ops).await.is_err() {
+                    retried += 1;
+                    for op in &ops {
+                        let mut wait = 5;
+                        while run(&c, std::slice::from_ref(op)).await.is_err() {
+                            retried += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(wait + next(wait)))
+                                .await;
+                            wait = (wait * 2).min(200);
+                        }
+                    }
+                }
+            }
+            retried
+        })
+    });
+    let retried: u32 = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .sum();
+    let model = union_rows(&g.client, "g").await;
+    let (generic, held) = guards(&g).await;
+    assert_eq!(
+        partition(&g.records().await),
+        components(&model, &generic, &held),
+        "after {retried} retries"
+    );
+    eprintln!("{retried} transactions retried");
 }

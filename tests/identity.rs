@@ -44,10 +44,6 @@ struct Rec {
     birth: Option<String>,
 }
 
-fn s(v: &str) -> Option<String> {
-    Some(v.to_string())
-}
-
 impl Graph {
     async fn new(db: &TestDb, schema: &str, extra: &str) -> Graph {
         db.exec(&union_sql(schema)).await;

@@ -176,6 +176,13 @@ fn environment(templates: &Path) -> Environment<'static> {
     env.add_filter("relname", |s: String| {
         s.split_once('.').map_or(s.clone(), |(_, b)| b.to_string())
     });
+    // `{{ fail("why") }}`: a template's own check of its variables.
+    env.add_function("fail", |why: String| -> Result<String, minijinja::Error> {
+        Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            why,
+        ))
+    });
     env.add_filter("sqltype", |s: String| -> Result<String, minijinja::Error> {
         sql_type(&s)
     });

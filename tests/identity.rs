@@ -914,3 +914,206 @@ async fn a_merge_and_a_split_of_one_cluster_from_two_transactions_at_once() {
     );
     eprintln!("{retried} transactions retried");
 }
+
+// ---------------------------------------------------------------------------
+// Unify and publish.
+
+const UNIFY: &str = "columns:\n  name: {rule: source_priority, priority: [crm, sales, options]}\n  phone: {rule: most_frequent}\n  email: {rule: most_recent}\n  birth_date: {rule: first_non_null}\nlists: {phones: phone, emails: email}";
+
+/// The chain link → unify → publish for one union record at source time `ts`.
+async fn chain(g: &Graph, system: &str, key: &str, r: Option<&Rec>, ts: i64) -> Value {
+    let s = &g.schema;
+    match r {
+        Some(r) => g.client
+            .execute(
+                &format!("insert into {s}.u (system, source_key, name, phone, email, birth_date, source_ts_ms) values ($1, $2, $3, $4, $5, $6, $7)
+                  on conflict (system, source_key) do update set name = $3, phone = $4, email = $5, birth_date = $6, source_ts_ms = $7"),
+                &[&system, &key, &r.name, &r.phone, &r.email, &r.birth, &ts],
+            )
+            .await
+            .unwrap(),
+        None => g.client
+            .execute(&format!("delete from {s}.u where system = $1 and source_key = $2"), &[&system, &key])
+            .await
+            .unwrap(),
+    };
+    let mut ev = json!({"op": "u", "record": {"system": system, "source_key": key},
+                        "kafka": {"topic": "t", "partition": 0, "offset": ts}});
+    for step in ["link", "unify", "publish"] {
+        let row = g
+            .client
+            .query_one(&format!("call {s}.{step}($1)"), &[&Json(&ev)])
+            .await
+            .unwrap();
+        ev = row.get::<_, Json<Value>>(0).0;
+    }
+    ev
+}
+
+/// Outbox rows after `after`: (customer, change, related).
+async fn outbox(g: &Graph, after: i64) -> Vec<(i64, String, Option<i64>)> {
+    g.client
+        .query(
+            &format!(
+                "select customer_id, change, related from {}.outbox where id > $1 order by id",
+                g.schema
+            ),
+            &[&after],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+async fn golden(g: &Graph, customer: i64) -> Value {
+    let row = g
+        .client
+        .query_one(&format!("select to_jsonb(x) - 'created_at' - 'updated_at' from {}.golden x where customer_id = $1", g.schema), &[&customer])
+        .await
+        .unwrap();
+    row.get::<_, Json<Value>>(0).0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn golden_records_follow_their_rules_and_the_outbox_gets_only_changes() {
+    let db = TestDb::new("id_golden").await;
+    let g = Graph::new(&db, "g", "").await;
+    install(
+        &db,
+        "g.unify",
+        "identity_unify",
+        &format!("schema: g\nsource: g.u\n{UNIFY}"),
+    )
+    .await;
+    install(&db, "g.publish", "identity_publish", "schema: g").await;
+    let person =
+        |name: &str, phone: &str, email: &str| rec(Some(phone), Some(email), Some(name), None);
+
+    chain(
+        &g,
+        "sales",
+        "1",
+        Some(&person("Kim M", "010-1", "b@x.com")),
+        200,
+    )
+    .await;
+    let a = g.cluster("sales", "1").await;
+    chain(
+        &g,
+        "crm",
+        "1",
+        Some(&person("Kim Minsu", "010-1", "a@x.com")),
+        100,
+    )
+    .await;
+    chain(
+        &g,
+        "options",
+        "1",
+        Some(&rec(
+            Some("010-2"),
+            Some("b@x.com"),
+            Some("KIM"),
+            Some("1990-01-02"),
+        )),
+        150,
+    )
+    .await;
+    assert_eq!(
+        golden(&g, a).await,
+        json!({"customer_id": a, "name": "Kim Minsu", "phone": "010-1", "email": "b@x.com", "birth_date": "1990-01-02",
+               "phones": ["010-1", "010-2"], "emails": ["a@x.com", "b@x.com"], "records": 3,
+               "systems": ["crm", "options", "sales"], "status": "active", "merged_into": null, "split_from": null}),
+        "name by source priority (crm), phone most frequent, e-mail most recent (sales, 200), birth date first non-null"
+    );
+    assert_eq!(
+        outbox(&g, 0).await,
+        vec![
+            (a, "created".into(), None),
+            (a, "updated".into(), None),
+            (a, "updated".into(), None)
+        ]
+    );
+
+    // The CRM takes the golden record and writes it back: its e-mail becomes
+    // the golden one, which drops a@x.com from the list (one update); the
+    // next write-back of the same values changes nothing and publishes nothing.
+    let mark = g.i64("select max(id) from {s}.outbox").await;
+    let back = rec(Some("010-1"), Some("b@x.com"), Some("Kim Minsu"), None);
+    chain(&g, "crm", "1", Some(&back), 300).await;
+    assert_eq!(outbox(&g, mark).await, vec![(a, "updated".into(), None)]);
+    let mark = g.i64("select max(id) from {s}.outbox").await;
+    chain(&g, "crm", "1", Some(&back), 400).await;
+    chain(&g, "crm", "1", Some(&back), 500).await;
+    assert_eq!(outbox(&g, mark).await, vec![], "the loop settles");
+
+    // Merge: another customer, then a record that bridges the two.
+    chain(
+        &g,
+        "sales",
+        "2",
+        Some(&person("Lee", "010-3", "lee@x.com")),
+        600,
+    )
+    .await;
+    let b = g.cluster("sales", "2").await;
+    let mark = g.i64("select max(id) from {s}.outbox").await;
+    chain(
+        &g,
+        "options",
+        "1",
+        Some(&rec(
+            Some("010-3"),
+            Some("b@x.com"),
+            Some("KIM"),
+            Some("1990-01-02"),
+        )),
+        700,
+    )
+    .await;
+    assert_eq!(g.cluster("sales", "2").await, a);
+    assert_eq!(
+        outbox(&g, mark).await,
+        vec![
+            (a, "updated".into(), None),
+            (b, "merged_into".into(), Some(a))
+        ]
+    );
+    assert_eq!(golden(&g, b).await["status"], "merged");
+
+    // Split: the bridge goes; sales/2 is a customer of its own again, new id.
+    let mark = g.i64("select max(id) from {s}.outbox").await;
+    chain(&g, "options", "1", None, 800).await;
+    let c = g.cluster("sales", "2").await;
+    assert!(c > b);
+    assert_eq!(
+        outbox(&g, mark).await,
+        vec![
+            (a, "updated".into(), None),
+            (c, "split_from".into(), Some(a))
+        ]
+    );
+    assert_eq!(golden(&g, c).await["name"], "Lee");
+
+    // Every record of c deleted at its source: c is retired, not deleted.
+    let mark = g.i64("select max(id) from {s}.outbox").await;
+    let out = chain(&g, "sales", "2", None, 900).await;
+    assert_eq!(outbox(&g, mark).await, vec![(c, "retired".into(), None)]);
+    let retired = golden(&g, c).await;
+    assert_eq!(
+        (retired["status"].as_str(), retired["name"].as_str()),
+        (Some("retired"), Some("Lee"))
+    );
+    let cause = g
+        .client
+        .query_one("select cause from g.outbox order by id desc limit 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        cause.get::<_, Json<Value>>(0).0,
+        json!({"system": "sales", "source_key": "2", "topic": "t", "partition": 0, "offset": 900})
+    );
+    assert_eq!(out["identity"]["clusters"], json!([c]));
+}

@@ -45,7 +45,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("embedded Kafka at {}", cluster.bootstrap_servers());
 
     println!(
-        "\n== customer example ({}): three sources → L0 → L1 member union",
+        "\n== customer example ({}): three sources → L0 → L1 member union → identity → golden record → outbox",
         args.config.display()
     );
     let tables = [
@@ -53,6 +53,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "l0.options_member",
         "l0.crm_contact",
         "l1.member_union",
+        "idr.records",
+        "l2.customer",
+        "l2.customer_outbox",
     ];
     run_example(
         &cluster,
@@ -62,6 +65,30 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         &tables,
     )
     .await?;
+
+    let client = crate::db::connect(&url).await?;
+    let row = client
+        .query_one(
+            "select count(*) filter (where status = 'active'),
+                    count(*) filter (where status = 'active' and cardinality(systems) > 1),
+                    count(*) filter (where status = 'merged'),
+                    count(*) filter (where status = 'retired'),
+                    (select count(*) from idr.history where kind = 'split'),
+                    (select count(*) from idr.generic)
+               from l2.customer",
+            &[],
+        )
+        .await?;
+    let n = |i: usize| row.get::<_, i64>(i);
+    println!(
+        "{} customers ({} known to two or more systems); {} merged into another, {} retired; {} splits; {} generic key values",
+        n(0),
+        n(1),
+        n(2),
+        n(3),
+        n(4),
+        n(5)
+    );
 
     println!(
         "\n== campaign example ({}): member + consent + terms → one target row",
@@ -220,11 +247,13 @@ const GIVEN: &[&str] = &[
 
 /// Change events of three systems: sales (Debezium, plain JSON), options
 /// (Debezium with the schema/payload envelope) and the CRM (GoldenGate).
-/// Each person is inserted; about a third get updated twice, a tenth deleted.
+/// Each person is inserted, a third of them in a second system as well;
+/// about a third get updated twice, a tenth deleted.
 pub fn sample_events(people: usize) -> Vec<Record> {
     let mut rng = Lcg(42);
     let mut out = Vec::new();
     let mut ts: i64 = 1_767_225_600_000;
+    let mut last_phone = String::new();
     for id in 1..=people as i64 {
         let name = format!(
             "{} {}",
@@ -237,9 +266,26 @@ pub fn sample_events(people: usize) -> Vec<Record> {
             name.replace(' ', ".").to_lowercase()
         );
         let system = id % 3;
+        // Every 25th person shares the phone of the one before (a family);
+        // every 50th gives the shop's switchboard, which identifies no one.
+        let phone = match id {
+            _ if id % 50 == 0 => "1588-1234".to_string(),
+            _ if id % 25 == 1 && id > 1 => last_phone.clone(),
+            _ => phone,
+        };
+        last_phone = phone.clone();
         let mut row = json!({"name": name, "phone": phone, "email": email});
         ts += 1000;
         out.push(event(system, id, "c", None, Some(&row), ts));
+        // A third of the people are in a second system too, with the same
+        // e-mail written differently and the phone in another format.
+        if rng.next(3) == 0 {
+            let other = (system + 1 + rng.next(2) as i64) % 3;
+            let again = json!({"name": name, "phone": phone.replacen("010-", "+82 10-", 1),
+                               "email": email.trim().to_uppercase()});
+            ts += 1000;
+            out.push(event(other, id, "c", None, Some(&again), ts));
+        }
         if rng.next(3) == 0 {
             for _ in 0..2 {
                 let before = row.clone();
@@ -286,7 +332,10 @@ fn debezium_key(system: i64, id: i64) -> Vec<u8> {
     key.to_string().into_bytes()
 }
 
-fn event(
+/// One change event of the customer example as its CDC tool writes it:
+/// system 0 is sales (Debezium), 1 options (Debezium with the schema
+/// envelope), 2 the CRM (GoldenGate). `row` has name, phone and email.
+pub fn event(
     system: i64,
     id: i64,
     op: &str,

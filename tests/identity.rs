@@ -1117,3 +1117,147 @@ async fn golden_records_follow_their_rules_and_the_outbox_gets_only_changes() {
     );
     assert_eq!(out["identity"]["clusters"], json!([c]));
 }
+
+// ---------------------------------------------------------------------------
+// The customer example end to end: pipelines.yaml on the mock cluster.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_customer_example_runs_from_three_sources_to_golden_records_and_the_outbox() {
+    use pgchain::demo::event;
+    let db = TestDb::new("id_example").await;
+    let topics = [
+        "sales.public.customer",
+        "options.public.member",
+        "crm.contact",
+    ];
+    let kafka = common::Kafka::new(&topics.map(|t| (t, 2)));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("pipelines.yaml")).unwrap();
+    let (brokers, url) = (kafka.brokers.clone(), db.url.clone());
+    let config =
+        pgchain::config::Config::from_text(
+            &text,
+            &root.join("pipelines.yaml"),
+            |name| match name {
+                "KAFKA_BROKERS" => Some(brokers.clone()),
+                "DATABASE_URL" => Some(url.clone()),
+                _ => None,
+            },
+        )
+        .unwrap();
+
+    // Kim is in all three systems: the same e-mail written three ways, the
+    // phone in two formats. Lee is in sales only, and leaves. Park gives the
+    // shop's switchboard number, as does Choi: that never links them.
+    let kim = json!({"name": "Kim Minsu", "phone": "010-1234-5678", "email": " kim@example.com "});
+    let kim_options =
+        json!({"name": "MINSU KIM", "phone": "+82 10-1234-5678", "email": "KIM@EXAMPLE.COM"});
+    let kim_crm = json!({"name": "Kim Minsu", "phone": "", "email": "Kim@Example.com"});
+    let lee = json!({"name": "Lee Jiwoo", "phone": "010-2222-3333", "email": "lee@example.com"});
+    let park = json!({"name": "Park", "phone": "1588-1234", "email": "park@example.com"});
+    let choi = json!({"name": "Choi", "phone": "1588-1234", "email": "choi@example.com"});
+    let t0 = 1_767_225_600_000;
+    kafka
+        .produce(vec![
+            event(0, 1, "c", None, Some(&kim), t0),
+            event(1, 1, "c", None, Some(&kim_options), t0 + 1000),
+            event(2, 1, "c", None, Some(&kim_crm), t0 + 2000),
+            event(0, 2, "c", None, Some(&lee), t0 + 3000),
+            event(0, 3, "c", None, Some(&park), t0 + 4000),
+            event(1, 4, "c", None, Some(&choi), t0 + 5000),
+            event(0, 2, "d", Some(&lee), None, t0 + 6000),
+        ])
+        .await;
+    let running = common::start(config);
+    running.drained(&kafka, &topics).await;
+    running.stop().await;
+
+    let client = db.client().await;
+    let rows = client
+        .query(
+            "select name, phone, email, phones, emails, systems, status from l2.customer order by name",
+            &[],
+        )
+        .await
+        .unwrap();
+    let customers: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!([
+                r.get::<_, Option<String>>(0),
+                r.get::<_, Option<String>>(1),
+                r.get::<_, Option<String>>(2),
+                r.get::<_, Vec<String>>(3),
+                r.get::<_, Vec<String>>(4),
+                r.get::<_, Vec<String>>(5),
+                r.get::<_, String>(6)
+            ])
+        })
+        .collect();
+    assert_eq!(
+        customers,
+        vec![
+            json!([
+                "Choi",
+                "+8215881234",
+                "choi@example.com",
+                ["+8215881234"],
+                ["choi@example.com"],
+                ["options"],
+                "active"
+            ]),
+            json!([
+                "Kim Minsu",
+                "+821012345678",
+                "kim@example.com",
+                ["+821012345678"],
+                ["kim@example.com"],
+                ["crm", "options", "sales"],
+                "active"
+            ]),
+            json!([
+                "Lee Jiwoo",
+                "+821022223333",
+                "lee@example.com",
+                ["+821022223333"],
+                ["lee@example.com"],
+                ["sales"],
+                "retired"
+            ]),
+            json!([
+                "Park",
+                "+8215881234",
+                "park@example.com",
+                ["+8215881234"],
+                ["park@example.com"],
+                ["sales"],
+                "active"
+            ]),
+        ],
+        "Kim's CRM name wins (source priority); the switchboard links no one"
+    );
+    // What downstream sees: each customer created, Kim updated as the other
+    // systems joined, Lee retired (never deleted).
+    let changes = db
+        .strings("select c.name || ' ' || o.change from l2.customer_outbox o join l2.customer c using (customer_id) order by o.id")
+        .await;
+    let count = |what: &str| changes.iter().filter(|c| c.as_str() == what).count();
+    assert_eq!(count("Kim Minsu created"), 1, "{changes:?}");
+    assert_eq!(count("Kim Minsu updated"), 2, "{changes:?}");
+    assert_eq!(
+        (count("Lee Jiwoo created"), count("Lee Jiwoo retired")),
+        (1, 1),
+        "{changes:?}"
+    );
+    assert_eq!(
+        (count("Park created"), count("Choi created")),
+        (1, 1),
+        "{changes:?}"
+    );
+    assert_eq!(changes.len(), 7, "{changes:?}");
+    // Why are the sales and the CRM record one customer:
+    let why = db
+        .strings("select rule || ' ' || replace(value, chr(31), '/') from idr.explain('sales', '1', 'crm', '1')")
+        .await;
+    assert_eq!(why, ["email kim@example.com"]);
+}

@@ -44,6 +44,13 @@ pub struct BenchArgs {
     /// differences (two databases on the server).
     #[arg(long)]
     pub verify_rows: Option<i64>,
+    /// Instead: identity resolution of the customer example at this many
+    /// union records (initial build, then single change events).
+    #[arg(long)]
+    pub identity: Option<i64>,
+    /// Change events of the --identity run.
+    #[arg(long, default_value_t = 20_000)]
+    pub identity_events: usize,
 }
 
 const TOPIC: &str = "bench.public.member";
@@ -62,10 +69,10 @@ begin
 end $$;";
 
 /// Throughput and latency of one contender.
-struct Figures {
-    events: usize,
-    elapsed: Duration,
-    latencies_us: Vec<u32>,
+pub(crate) struct Figures {
+    pub(crate) events: usize,
+    pub(crate) elapsed: Duration,
+    pub(crate) latencies_us: Vec<u32>,
 }
 
 impl Figures {
@@ -73,7 +80,7 @@ impl Figures {
         self.events as f64 / self.elapsed.as_secs_f64()
     }
 
-    fn line(&self, name: &str) -> String {
+    pub(crate) fn line(&self, name: &str) -> String {
         let mut l = self.latencies_us.clone();
         l.sort_unstable();
         let pct = |p: f64| {
@@ -93,6 +100,11 @@ impl Figures {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(rows) = args.verify_rows {
         return bench_verify(&args, rows).await;
+    }
+    if let Some(records) = args.identity {
+        let url = crate::db::recreate_database(&args.database_url, &args.database).await?;
+        crate::db::migrate(&url, &args.migrations).await?;
+        return crate::identity_bench::run(&url, records, args.identity_events, 2).await;
     }
     let url = crate::db::recreate_database(&args.database_url, &args.database).await?;
     crate::db::migrate(&url, &args.migrations).await?;
@@ -342,7 +354,7 @@ async fn child_peak_rss(
 }
 
 /// Peak resident set size (VmHWM) of a process (`self` or a pid), in KiB.
-fn peak_rss_kib(pid: &str) -> u64 {
+pub(crate) fn peak_rss_kib(pid: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

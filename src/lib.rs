@@ -16,7 +16,8 @@
 //! - [`status`]: `pgchain status`: applied positions and lag per partition.
 //! - [`kafka`]: small Kafka helpers (watermarks, producing) for demo and bench.
 //! - [`verify`]: `pgchain verify`: source vs target by key ranges, `--repair`.
-//! - [`demo`], [`bench`]: the two self-contained commands.
+//! - [`demo`], [`bench`]: the two self-contained commands; [`identity_bench`]:
+//!   `bench --identity N`, identity resolution at N members.
 
 pub mod alerts;
 pub mod bench;
@@ -30,6 +31,7 @@ pub mod demo;
 pub mod dispatcher;
 pub mod dlq;
 pub mod event;
+pub mod identity_bench;
 pub mod kafka;
 pub mod metrics;
 pub mod recovery;

@@ -186,6 +186,10 @@ declare
   v_cand     record;
   v_n        int;
   v_cseq     bigint[];
+  v_iseq     bigint[];
+  v_icomp    bigint[];
+  v_ibefore  bigint[];
+  v_iafter   bigint[];
   v_ccomp    bigint[];
   v_result   jsonb;
 begin
@@ -340,64 +344,62 @@ begin
     end if;
   end if;
 
-  -- Ids by the survivor rule.
-  if to_regclass('pg_temp.identity_ids') is null then
-    create temp table identity_ids (seq bigint, comp bigint, before bigint, after bigint) on commit drop;
-  else
-    delete from pg_temp.identity_ids;
-  end if;
-  insert into pg_temp.identity_ids (seq, comp, before)
-  select c.seq, c.comp, b.x
+  -- Ids by the survivor rule, in arrays (seq, comp, before, after): a
+  -- handful of rows, and the planner knows no statistics of a temp table.
+  select array_agg(c.seq order by c.seq), array_agg(c.comp order by c.seq), array_agg(b.x order by c.seq)
+    into v_iseq, v_icomp, v_ibefore
     from unnest(v_cseq, v_ccomp) c(seq, comp)
     join unnest(v_members, v_before) b(seq, x) on b.seq = c.seq;
-  with oldest as (
-    select i.before, min(i.seq) as seq from pg_temp.identity_ids i where i.before is not null group by i.before),
+  with i as (select * from unnest(v_iseq, v_icomp, v_ibefore) with ordinality i(seq, comp, before, ord)),
+  oldest as (
+    select i.before, min(i.seq) as seq from i where i.before is not null group by i.before),
   keeps as (
-    select i.comp, min(o.before) as id from oldest o join pg_temp.identity_ids i on i.seq = o.seq group by i.comp)
-  update pg_temp.identity_ids i set after = keeps.id from keeps where keeps.comp = i.comp;
+    select i.comp, min(o.before) as id from oldest o join i on i.seq = o.seq group by i.comp)
+  select array_agg(keeps.id order by i.ord) into v_iafter from i left join keeps on keeps.comp = i.comp;
   -- Every other part gets a new id, oldest part first.
-  for v_cand in select distinct i.comp from pg_temp.identity_ids i where i.after is null order by i.comp loop
-    update pg_temp.identity_ids i set after = nextval('idr.cluster_ids'::regclass)
-     where i.comp = v_cand.comp and i.after is null and i.seq = v_cand.comp;
-    update pg_temp.identity_ids i set after = (select j.after from pg_temp.identity_ids j where j.seq = v_cand.comp)
-     where i.comp = v_cand.comp and i.after is null;
+  for v_cand in
+    select distinct i.comp from unnest(v_icomp, v_iafter) i(comp, after) where i.after is null order by i.comp
+  loop
+    v_id := nextval('idr.cluster_ids'::regclass);
+    select array_agg(case when i.comp = v_cand.comp then v_id else i.after end order by i.ord) into v_iafter
+      from unnest(v_icomp, v_iafter) with ordinality i(comp, after, ord);
   end loop;
 
   update idr.records r set cluster_id = i.after
-    from pg_temp.identity_ids i where i.seq = r.seq and r.cluster_id <> i.after;
+    from unnest(v_iseq, v_iafter) i(seq, after) where i.seq = r.seq and r.cluster_id <> i.after;
   if v_present and v_new then
     insert into idr.records (seq, system, source_key, cluster_id)
-    select v_seq, p_system, p_key, i.after from pg_temp.identity_ids i where i.seq = v_seq;
+    select v_seq, p_system, p_key, i.after from unnest(v_iseq, v_icomp, v_ibefore, v_iafter) i(seq, comp, before, after) where i.seq = v_seq;
   end if;
 
   -- History: a part holding several old clusters is a merge; an old cluster
   -- spread over several parts is a split.
   insert into idr.history (kind, cluster_id, clusters, system, source_key)
   select 'merge', i.after, array_agg(distinct i.before order by i.before) filter (where i.before <> i.after), p_system, p_key
-    from pg_temp.identity_ids i
+    from unnest(v_iseq, v_icomp, v_ibefore, v_iafter) i(seq, comp, before, after)
    group by i.after
   having count(distinct i.before) > 1;
   insert into idr.history (kind, cluster_id, clusters, system, source_key)
   select 'split', i.before, array_agg(distinct i.after order by i.after) filter (where i.after <> i.before), p_system, p_key
-    from pg_temp.identity_ids i
+    from unnest(v_iseq, v_icomp, v_ibefore, v_iafter) i(seq, comp, before, after)
    where i.before is not null
    group by i.before
   having count(distinct i.after) > 1;
 
   select jsonb_build_object(
     'clusters', to_jsonb(array(
-       select distinct c from (select unnest(v_clusters) union all select i.after from pg_temp.identity_ids i) x(c)
+       select distinct c from (select unnest(v_clusters) union all select unnest(v_iafter)) x(c)
         where c is not null order by c)),
     -- an old id that is gone: merged into the part holding its oldest record
     'merged', coalesce((
        select jsonb_object_agg(o.before::text, i.after)
-         from (select i.before, min(i.seq) seq from pg_temp.identity_ids i where i.before is not null group by i.before) o
-         join pg_temp.identity_ids i on i.seq = o.seq
-        where not exists (select 1 from pg_temp.identity_ids j where j.after = o.before)), '{}'::jsonb),
+         from (select i.before, min(i.seq) seq from unnest(v_iseq, v_icomp, v_ibefore, v_iafter) i(seq, comp, before, after) where i.before is not null group by i.before) o
+         join unnest(v_iseq, v_icomp, v_ibefore, v_iafter) i(seq, comp, before, after) on i.seq = o.seq
+        where not exists (select 1 from unnest(v_iafter) j(after) where j.after = o.before)), '{}'::jsonb),
     -- a new id holding old records: split from the oldest of their clusters
     'split', coalesce((
        select jsonb_object_agg(n.after::text, n.from_id)
-         from (select i.after, min(i.before) from_id from pg_temp.identity_ids i
+         from (select i.after, min(i.before) from_id from unnest(v_iseq, v_icomp, v_ibefore, v_iafter) i(seq, comp, before, after)
                 where not (i.after = any(v_clusters)) group by i.after) n
         where n.from_id is not null), '{}'::jsonb))
     into v_result;

@@ -1261,3 +1261,72 @@ async fn the_customer_example_runs_from_three_sources_to_golden_records_and_the_
         .await;
     assert_eq!(why, ["email kim@example.com"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_truncated_source_unlinks_its_records_and_a_misplaced_step_says_why() {
+    let db = TestDb::new("id_truncate").await;
+    let g = Graph::new(&db, "g", "").await;
+    g.put("crm", "1", &rec(Some("p1"), None, None, None)).await;
+    g.put("sales", "1", &rec(Some("p1"), Some("e1"), None, None))
+        .await;
+    g.put("crm", "2", &rec(None, Some("e1"), None, None)).await;
+    let x = g.cluster("crm", "1").await;
+    assert_eq!(g.cluster("crm", "2").await, x);
+    // l1_cleanse hands a truncate over as {system, truncated}.
+    g.client
+        .batch_execute("delete from g.u where system = 'crm'")
+        .await
+        .unwrap();
+    let ev = json!({"op": "t", "record": {"system": "crm", "truncated": true}});
+    let row = g
+        .client
+        .query_one("call g.link($1)", &[&Json(ev)])
+        .await
+        .unwrap();
+    let out = row.get::<_, Json<Value>>(0).0;
+    assert_eq!(out["identity"]["clusters"], json!([x]));
+    let left = g.records().await;
+    assert_eq!(
+        left.keys().cloned().collect::<Vec<_>>(),
+        vec![id("sales", "1")]
+    );
+    assert_eq!(
+        g.cluster("sales", "1").await,
+        x,
+        "the oldest remaining record keeps the id"
+    );
+
+    // A link step without l1_cleanse before it: a data error that says so.
+    let err = g
+        .client
+        .query_one("call g.link($1)", &[&Json(json!({"op": "c"}))])
+        .await
+        .unwrap_err();
+    let db_err = err.as_db_error().unwrap();
+    assert_eq!(db_err.code().code(), "22023");
+    assert_eq!(
+        db_err.message(),
+        "g.link: the event has no `record` {system, source_key}; an l1_cleanse step must come first"
+    );
+}
+
+#[test]
+fn an_unknown_unify_rule_is_a_render_error_that_names_it() {
+    let yaml = "kafka:\n  brokers: k\npipelines:\n  p:\n    topic: t\n    chain: [g.unify]\nprocedures:\n  g.unify:\n    template: identity_unify\n    vars:\n      schema: g\n      source: g.u\n      columns: {name: {rule: longest}}\n";
+    let config =
+        pgchain::config::Config::from_text(yaml, std::path::Path::new("p.yaml"), |_| None).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let err = pgchain::render::render_all(
+        &config,
+        &root.join("sql/templates"),
+        &root.join("sql/migrations"),
+    )
+    .unwrap_err();
+    assert_eq!(err.len(), 1);
+    assert!(
+        err[0].starts_with("p.yaml:8: procedure `g.unify`: sql/templates/identity_unify.sql.j2:")
+            && err[0].ends_with("column `name`: unknown rule `longest` (source_priority, most_recent, most_frequent or first_non_null)"),
+        "{}",
+        err[0]
+    );
+}

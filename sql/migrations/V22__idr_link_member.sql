@@ -256,6 +256,10 @@ begin
   select coalesce(array_agg(r.seq order by r.seq), '{}'), coalesce(array_agg(r.cluster_id order by r.seq), '{}')
     into v_members, v_before
     from idr.records r where r.cluster_id = any(v_clusters) and r.seq <> v_seq;
+  -- A record alone in its cluster that reaches no other: still alone.
+  if v_present and not v_new and v_clusters = array[v_cluster] and v_members = '{}' then
+    return jsonb_build_object('clusters', to_jsonb(v_clusters), 'merged', '{}'::jsonb, 'split', '{}'::jsonb);
+  end if;
   if not v_present then
     delete from idr.records r where r.seq = v_seq;
   elsif v_cluster is not null then
@@ -586,7 +590,7 @@ begin
     for v_key in select r.source_key from idr.records r where r.system = v_rec->>'system' order by r.seq loop
       v_one := idr.link_record(v_rec->>'system', v_key);
       v_out := jsonb_build_object(
-        'clusters', (select jsonb_agg(distinct c order by c) from jsonb_array_elements(v_out->'clusters' || v_one->'clusters') c),
+        'clusters', (select jsonb_agg(distinct c order by c) from jsonb_array_elements((v_out->'clusters') || (v_one->'clusters')) c),
         'merged', (v_out->'merged') || (v_one->'merged'),
         'split', (v_out->'split') || (v_one->'split'));
     end loop;

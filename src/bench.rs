@@ -355,11 +355,16 @@ async fn child_peak_rss(
 
 /// Peak resident set size (VmHWM) of a process (`self` or a pid), in KiB.
 pub(crate) fn peak_rss_kib(pid: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    proc_kib(&format!("/proc/{pid}/status"), "VmHWM:")
+}
+
+/// A `Name:  123 kB` line of a /proc file, in KiB (0 when not readable).
+pub(crate) fn proc_kib(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)

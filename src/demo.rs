@@ -103,7 +103,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         &tables,
     )
     .await?;
-    let client = crate::db::connect(&url).await?;
     let complete: i64 = client
         .query_one("select count(*) from campaign.target_member where sms_ok is not null and terms_version is not null", &[])
         .await?
@@ -227,11 +226,12 @@ async fn print_summary(
     Ok(())
 }
 
-/// A small deterministic generator (no randomness crate needed for a demo).
-struct Lcg(u64);
+/// A small deterministic generator (no randomness crate needed for a demo
+/// or a benchmark).
+pub(crate) struct Lcg(pub(crate) u64);
 
 impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
+    pub(crate) fn next(&mut self, n: u64) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)

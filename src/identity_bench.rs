@@ -11,6 +11,7 @@
 //! PostgreSQL and of pgchain.
 
 use crate::bench::Figures;
+use crate::demo::Lcg;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -141,19 +142,6 @@ struct EventFigures {
     link: Figures,
 }
 
-/// A deterministic generator (no randomness crate needed for a benchmark).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
-
 const SYSTEMS: [&str; 3] = ["sales", "options", "crm"];
 const PIPELINES: [&str; 3] = ["sales_customer", "options_member", "crm_contact"];
 
@@ -277,27 +265,15 @@ async fn single_events(
                 .await?;
             let mut lat = (Vec::new(), Vec::new(), Vec::new());
             for (offset, ev) in evs.iter().enumerate() {
-                let system = ev["source"]["system"].as_str().unwrap_or("sales");
-                let (pipeline, l0, l1) = match system {
-                    "sales" => (
-                        "sales_customer",
-                        "l0.copy_sales_customer",
-                        "l1.cleanse_sales_customer",
-                    ),
-                    "options" => (
-                        "options_member",
-                        "l0.copy_options_member",
-                        "l1.cleanse_options_member",
-                    ),
-                    _ => (
-                        "crm_contact",
-                        "l0.copy_crm_contact",
-                        "l1.cleanse_crm_contact",
-                    ),
-                };
-                let steps = vec![
-                    l0,
-                    l1,
+                // The example's steps are named after their pipeline.
+                let pipeline = ev["pipeline"].as_str().unwrap_or_default();
+                let (l0, l1) = (
+                    format!("l0.copy_{pipeline}"),
+                    format!("l1.cleanse_{pipeline}"),
+                );
+                let steps = [
+                    l0.as_str(),
+                    l1.as_str(),
                     "idr.link_member",
                     "idr.unify_member",
                     "l2.publish_customer",
@@ -306,7 +282,13 @@ async fn single_events(
                 let row = client
                     .query_one(
                         &stmt,
-                        &[&(w as i32), &(offset as i64), &pipeline, &steps, &Json(ev)],
+                        &[
+                            &(w as i32),
+                            &(offset as i64),
+                            &pipeline,
+                            &&steps[..],
+                            &Json(ev),
+                        ],
                     )
                     .await?;
                 lat.0.push(t.elapsed().as_micros() as u32);
@@ -362,16 +344,7 @@ impl PgMemory {
             .await
             .map(|r| r.get(0))
             .unwrap_or(0);
-        let parent = std::fs::read_to_string(format!("/proc/{main_pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit(')')
-                    .next()?
-                    .split_whitespace()
-                    .nth(1)?
-                    .parse::<i32>()
-                    .ok()
-            });
+        let parent = parent_of(main_pid);
         let stop = Arc::new(AtomicBool::new(false));
         let peak = Arc::new(AtomicU64::new(0));
         let (s, p) = (stop.clone(), peak.clone());
@@ -393,6 +366,18 @@ impl PgMemory {
     }
 }
 
+/// The parent of process `pid` (field 4 of /proc/pid/stat).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; it ends at the last ')'.
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// Pss of the postmaster `parent` and its children, in KiB.
 fn pss_of_tree(parent: i32) -> u64 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -407,25 +392,9 @@ fn pss_of_tree(parent: i32) -> u64 {
         else {
             continue;
         };
-        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit(')')
-                    .next()?
-                    .split_whitespace()
-                    .nth(1)?
-                    .parse::<i32>()
-                    .ok()
-            });
+        let ppid = parent_of(pid);
         if pid == parent || ppid == Some(parent) {
-            total += std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find(|l| l.starts_with("Pss:"))
-                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                })
-                .unwrap_or(0);
+            total += crate::bench::proc_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss:");
         }
     }
     total

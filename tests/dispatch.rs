@@ -612,21 +612,7 @@ async fn the_customer_example_runs_end_to_end() {
     }
     let alive = alive.values().filter(|a| **a).count() as i64;
     kafka.produce(records).await;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join("pipelines.yaml")).unwrap();
-    let (brokers, url) = (kafka.brokers.clone(), db.url.clone());
-    let config =
-        pgchain::config::Config::from_text(
-            &text,
-            &root.join("pipelines.yaml"),
-            |name| match name {
-                "KAFKA_BROKERS" => Some(brokers.clone()),
-                "DATABASE_URL" => Some(url.clone()),
-                "PGCHAIN_GROUP" => Some("example".into()),
-                _ => None,
-            },
-        )
-        .unwrap();
+    let config = common::example_config(&kafka, &db);
     let run = start(config);
     run.drained(&kafka, &topics).await;
     let snap = run.stop().await;

@@ -57,29 +57,14 @@ impl Graph {
 
     /// Writes the union row, then runs the link step for it.
     async fn put(&self, system: &str, key: &str, r: &Rec) -> Value {
-        self.client
-            .execute(
-                &format!(
-                    "insert into {}.u (system, source_key, name, phone, email, birth_date) values ($1, $2, $3, $4, $5, $6)
-                     on conflict (system, source_key) do update set name = $3, phone = $4, email = $5, birth_date = $6",
-                    self.schema
-                ),
-                &[&system, &key, &r.name, &r.phone, &r.email, &r.birth],
-            )
+        write_union(&self.client, &self.schema, system, key, Some(r), None)
             .await
             .unwrap();
         self.link(system, key).await.unwrap()
     }
 
     async fn delete(&self, system: &str, key: &str) -> Value {
-        self.client
-            .execute(
-                &format!(
-                    "delete from {}.u where system = $1 and source_key = $2",
-                    self.schema
-                ),
-                &[&system, &key],
-            )
+        write_union(&self.client, &self.schema, system, key, None, None)
             .await
             .unwrap();
         self.link(system, key).await.unwrap()
@@ -105,6 +90,31 @@ impl Graph {
             .expect(sql)
             .get(0)
     }
+}
+
+/// Writes the union row of (system, key), as l1_cleanse would, or deletes
+/// it (`r` None); `ts` is its source change time.
+async fn write_union(
+    client: &Client,
+    schema: &str,
+    system: &str,
+    key: &str,
+    r: Option<&Rec>,
+    ts: Option<i64>,
+) -> Result<(), tokio_postgres::Error> {
+    match r {
+        Some(r) => client
+            .execute(
+                &format!("insert into {schema}.u (system, source_key, name, phone, email, birth_date, source_ts_ms) values ($1, $2, $3, $4, $5, $6, $7)
+                  on conflict (system, source_key) do update set name = $3, phone = $4, email = $5, birth_date = $6, source_ts_ms = $7"),
+                &[&system, &key, &r.name, &r.phone, &r.email, &r.birth, &ts],
+            )
+            .await?,
+        None => client
+            .execute(&format!("delete from {schema}.u where system = $1 and source_key = $2"), &[&system, &key])
+            .await?,
+    };
+    Ok(())
 }
 
 async fn link_on(
@@ -306,8 +316,7 @@ async fn check(
             _ => {}
         }
     }
-    for (seq, c) in after.values() {
-        let _ = seq;
+    for (_, c) in after.values() {
         *max_seen = (*max_seen).max(*c);
     }
     Ok(())
@@ -748,18 +757,7 @@ async fn change(
     id: &Id,
     r: Option<&Rec>,
 ) -> Result<(), tokio_postgres::Error> {
-    match r {
-        Some(r) => client
-            .execute(
-                &format!("insert into {schema}.u (system, source_key, name, phone, email, birth_date) values ($1, $2, $3, $4, $5, $6)
-                  on conflict (system, source_key) do update set name = $3, phone = $4, email = $5, birth_date = $6"),
-                &[&id.0, &id.1, &r.name, &r.phone, &r.email, &r.birth],
-            )
-            .await?,
-        None => client
-            .execute(&format!("delete from {schema}.u where system = $1 and source_key = $2"), &[&id.0, &id.1])
-            .await?,
-    };
+    write_union(client, schema, &id.0, &id.1, r, None).await?;
     link_on(client, schema, &id.0, &id.1).await.map(|_| ())
 }
 
@@ -923,20 +921,9 @@ const UNIFY: &str = "columns:\n  name: {rule: source_priority, priority: [crm, s
 /// The chain link → unify → publish for one union record at source time `ts`.
 async fn chain(g: &Graph, system: &str, key: &str, r: Option<&Rec>, ts: i64) -> Value {
     let s = &g.schema;
-    match r {
-        Some(r) => g.client
-            .execute(
-                &format!("insert into {s}.u (system, source_key, name, phone, email, birth_date, source_ts_ms) values ($1, $2, $3, $4, $5, $6, $7)
-                  on conflict (system, source_key) do update set name = $3, phone = $4, email = $5, birth_date = $6, source_ts_ms = $7"),
-                &[&system, &key, &r.name, &r.phone, &r.email, &r.birth, &ts],
-            )
-            .await
-            .unwrap(),
-        None => g.client
-            .execute(&format!("delete from {s}.u where system = $1 and source_key = $2"), &[&system, &key])
-            .await
-            .unwrap(),
-    };
+    write_union(&g.client, s, system, key, r, Some(ts))
+        .await
+        .unwrap();
     let mut ev = json!({"op": "u", "record": {"system": system, "source_key": key},
                         "kafka": {"topic": "t", "partition": 0, "offset": ts}});
     for step in ["link", "unify", "publish"] {
@@ -1131,20 +1118,7 @@ async fn the_customer_example_runs_from_three_sources_to_golden_records_and_the_
         "crm.contact",
     ];
     let kafka = common::Kafka::new(&topics.map(|t| (t, 2)));
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join("pipelines.yaml")).unwrap();
-    let (brokers, url) = (kafka.brokers.clone(), db.url.clone());
-    let config =
-        pgchain::config::Config::from_text(
-            &text,
-            &root.join("pipelines.yaml"),
-            |name| match name {
-                "KAFKA_BROKERS" => Some(brokers.clone()),
-                "DATABASE_URL" => Some(url.clone()),
-                _ => None,
-            },
-        )
-        .unwrap();
+    let config = common::example_config(&kafka, &db);
 
     // Kim is in all three systems: the same e-mail written three ways, the
     // phone in two formats. Lee is in sales only, and leaves. Park gives the

@@ -209,6 +209,19 @@ pub fn config(yaml: &str, kafka: &Kafka, db: &TestDb) -> Config {
     Config::from_text(&text, Path::new("test.yaml"), |_| None).expect("test config")
 }
 
+/// The customer example's pipelines.yaml, on `kafka` and `db`.
+pub fn example_config(kafka: &Kafka, db: &TestDb) -> Config {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    Config::from_text(&text, &path, |name| match name {
+        "KAFKA_BROKERS" => Some(kafka.brokers.clone()),
+        "DATABASE_URL" => Some(db.url.clone()),
+        "PGCHAIN_GROUP" => Some("example".into()),
+        _ => None,
+    })
+    .expect("pipelines.yaml")
+}
+
 /// A dispatcher running in the background until `stop` is called.
 pub struct Running {
     pub stats: Stats,

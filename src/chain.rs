@@ -5,12 +5,12 @@
 //! what is worth retrying, and turns failures into errors that say which step
 //! failed and why.
 
+use crate::backoff::Backoff;
 use crate::config::Retries;
 use crate::event::ChangeEvent;
 use crate::route::Route;
 use deadpool_postgres::Pool;
 use std::fmt;
-use std::time::Duration;
 use tokio_postgres::types::Json;
 use tokio_util::sync::CancellationToken;
 
@@ -217,8 +217,8 @@ where
     Fut: std::future::Future<Output = Result<T, ChainError>>,
 {
     let mut tries = 0u32;
-    let mut last: Option<ErrorClass> = None;
-    let mut delay = Duration::ZERO;
+    // The backoff of the class that failed last; a new class starts afresh.
+    let mut backoff: Option<(ErrorClass, Backoff)> = None;
     loop {
         tries += 1;
         let err = match attempt().await {
@@ -236,12 +236,16 @@ where
                 attempts: tries,
             });
         }
-        delay = if last == Some(err.class) {
-            (delay * 2).min(policy.max_backoff.0)
-        } else {
-            policy.backoff.0.min(policy.max_backoff.0)
-        };
-        last = Some(err.class);
+        if backoff
+            .as_ref()
+            .is_none_or(|(class, _)| *class != err.class)
+        {
+            backoff = Some((
+                err.class,
+                Backoff::new(policy.backoff.0, policy.max_backoff.0),
+            ));
+        }
+        let delay = backoff.as_mut().expect("set above").1.next_delay();
         tracing::warn!(
             attempt = tries,
             retry_in_ms = delay.as_millis() as u64,
@@ -315,14 +319,12 @@ pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> ChainError {
 }
 
 /// The step named in an error's CONTEXT: the `call schema.proc($1)` statement
-/// just inside `pgchain.apply_event`.
+/// just inside `pgchain.run_chain`, which every runner calls.
 pub fn failing_step(context: &str) -> Option<String> {
     let lines: Vec<&str> = context.lines().collect();
-    let runner = lines.iter().position(|l| {
-        ["apply_event(", "apply_batch(", "replay("]
-            .iter()
-            .any(|p| l.contains(&format!("function pgchain.{p}")))
-    })?;
+    let runner = lines
+        .iter()
+        .position(|l| l.contains("function pgchain.run_chain("))?;
     let stmt = lines[..runner]
         .iter()
         .rev()
@@ -342,10 +344,18 @@ mod tests {
     fn names_the_step_inside_the_runner() {
         let ctx = "PL/pgSQL function l1.cleanse(jsonb) line 3 at RAISE\n\
                    SQL statement \"call l1.cleanse($1)\"\n\
-                   PL/pgSQL function pgchain.apply_event(text,text,integer,bigint,text[],jsonb,text) line 30 at EXECUTE";
+                   PL/pgSQL function pgchain.run_chain(text[],jsonb,text,double precision[]) line 10 at EXECUTE\n\
+                   SQL statement \"CALL pgchain.run_chain(p_steps, v_ev, o_status, o_step_ms)\"\n\
+                   PL/pgSQL function pgchain.apply_event(text,text,integer,bigint,text,text[],jsonb,text,double precision[]) line 33 at CALL";
         assert_eq!(failing_step(ctx).as_deref(), Some("l1.cleanse"));
-        let replay = ctx.replace("pgchain.apply_event(text", "pgchain.replay(bigint");
-        assert_eq!(failing_step(&replay).as_deref(), Some("l1.cleanse"));
+        // A step that itself calls another procedure: the outermost call counts.
+        let nested = format!(
+            "PL/pgSQL function l1.inner(jsonb) line 1 at RAISE\n\
+             SQL statement \"call l1.inner($1)\"\n\
+             PL/pgSQL function l1.cleanse(jsonb) line 3 at CALL\n{}",
+            ctx.split_once('\n').unwrap().1
+        );
+        assert_eq!(failing_step(&nested).as_deref(), Some("l1.cleanse"));
         assert_eq!(failing_step("PL/pgSQL function x() line 1 at RAISE"), None);
     }
 

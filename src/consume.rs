@@ -12,6 +12,7 @@
 //! fills. On revocation and shutdown it stops the workers (each finishes the
 //! chain in flight), then commits synchronously.
 
+use crate::backoff::Backoff;
 use crate::route::Router;
 use crate::stats::Stats;
 use crate::worker::PartitionWorker;
@@ -46,6 +47,8 @@ pub struct Shared {
     pub dead_letters: crate::config::DeadLetters,
     /// Most events of one partition run in one transaction.
     pub max_batch: usize,
+    /// Where a partition the ledger does not know starts.
+    pub start_from: crate::config::StartFrom,
 }
 
 struct Worker {
@@ -75,15 +78,23 @@ impl ChainContext {
 
     fn on_assign(&self, base: &ChainConsumer, tpl: &mut TopicPartitionList) {
         let parts = partitions(tpl);
-        let positions = self.applied_positions(&parts);
+        let looked_up = self.applied_positions(&parts);
+        let ledger_read = looked_up.is_some();
+        let positions = looked_up.unwrap_or_default();
         let mut unfit = Vec::new();
+        let mut unknown = Vec::new();
         for (topic, partition) in &parts {
             if let Some(pos) = positions.get(&(topic.clone(), *partition)) {
                 let _ = tpl.set_partition_offset(topic, *partition, Offset::Offset(pos + 1));
                 if let Some(why) = ledger_misfit(base, topic, *partition, *pos) {
                     unfit.push(((topic.clone(), *partition), why));
                 }
+            } else {
+                unknown.push((topic.clone(), *partition));
             }
+        }
+        if ledger_read && !unknown.is_empty() {
+            self.start_unknown(base, tpl, &unknown);
         }
         let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
             return;
@@ -124,6 +135,84 @@ impl ChainContext {
                 .assigned(&topic, partition, applied.map(|a| a + 1));
             let worker = self.start_worker(&consumer, &topic, partition, queue);
             workers.insert((topic, partition), worker);
+        }
+    }
+
+    /// Sets where partitions without a ledger row start (`kafka.start_from`),
+    /// and says so once per partition with the offsets involved: a group
+    /// Kafka already knows must not silently skip what this database never
+    /// applied.
+    fn start_unknown(
+        &self,
+        base: &ChainConsumer,
+        tpl: &mut TopicPartitionList,
+        unknown: &[(String, i32)],
+    ) {
+        use crate::config::StartFrom;
+        let mut ask = TopicPartitionList::new();
+        for (t, p) in unknown {
+            ask.add_partition(t, *p);
+        }
+        let committed = base.committed_offsets(ask, Duration::from_secs(10));
+        let start_from = self.shared.start_from;
+        for (topic, partition) in unknown {
+            let kafka = match &committed {
+                Ok(c) => match c.find_partition(topic, *partition).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                },
+                Err(e) => {
+                    warn!(
+                        topic,
+                        partition, "cannot read the group's committed offset: {e}"
+                    );
+                    None
+                }
+            };
+            let (low, high) = base
+                .fetch_watermarks(topic, *partition, Duration::from_secs(5))
+                .map_or((None, None), |(l, h)| (Some(l), Some(h)));
+            let (offset, next, from) = match start_from {
+                StartFrom::LedgerOrEarliest => (Offset::Beginning, low, "the earliest offset"),
+                StartFrom::KafkaCommit => match kafka {
+                    Some(o) => (Offset::Offset(o), Some(o), "Kafka's committed offset"),
+                    None => (
+                        Offset::Beginning,
+                        low,
+                        "the earliest offset (no committed offset)",
+                    ),
+                },
+                StartFrom::Latest => (Offset::End, high, "the end of the partition"),
+            };
+            let _ = tpl.set_partition_offset(topic, *partition, offset);
+            // A partition with nothing to apply from here (at its end, or
+            // emptied by retention) is caught up before any event arrives.
+            if let (Some(n), Some(h)) = (next, high)
+                && n >= h
+            {
+                self.shared.stats.assigned(topic, *partition, Some(n));
+            }
+            let skipped = match (start_from, kafka, low) {
+                (StartFrom::KafkaCommit, Some(k), Some(l)) if k > l => {
+                    format!(
+                        "; offsets {l} to {} are not applied by this database",
+                        k - 1
+                    )
+                }
+                _ => String::new(),
+            };
+            let show = |o: Option<i64>| o.map_or("none".to_string(), |o| o.to_string());
+            info!(
+                topic,
+                partition,
+                start_from = start_from.as_str(),
+                "{topic}/{partition}: the ledger has no position for group {} (Kafka's committed offset: {}; log {}..{}): \
+                 starting from {from}{skipped}",
+                self.shared.group,
+                show(kafka),
+                show(low),
+                show(high),
+            );
         }
     }
 
@@ -207,7 +296,7 @@ impl ChainContext {
     /// Kafka's committed offsets are used. Those are ahead of the ledger only
     /// by skipped tombstones, which ran nothing, so the ledger still skips
     /// whatever was applied.
-    fn applied_positions(&self, parts: &[(String, i32)]) -> HashMap<(String, i32), i64> {
+    fn applied_positions(&self, parts: &[(String, i32)]) -> Option<HashMap<(String, i32), i64>> {
         let shared = &self.shared;
         let lookup = || async {
             let client = shared.pool.get().await.map_err(|e| e.to_string())?;
@@ -229,23 +318,22 @@ impl ChainContext {
                     .collect(),
             )
         };
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         for attempt in 1..=3 {
             match shared
                 .handle
                 .block_on(async { tokio::time::timeout(Duration::from_secs(4), lookup()).await })
             {
-                Ok(Ok(map)) => return map,
+                Ok(Ok(map)) => return Some(map),
                 Ok(Err(e)) => warn!(attempt, "cannot read applied positions: {e}"),
                 Err(_) => warn!(attempt, "reading applied positions timed out"),
             }
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_secs(5));
+            backoff.wait_blocking();
         }
         warn!(
             "resuming from Kafka's committed offsets; the ledger will skip what was already applied"
         );
-        HashMap::new()
+        None
     }
 }
 

@@ -74,23 +74,71 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
-/// Applies the refinery migrations in `dir`; returns the names applied now.
-/// Aborts when an applied migration's file changed or disappeared.
-pub async fn migrate(url: &str, dir: &Path) -> anyhow::Result<Vec<String>> {
+/// What `pgchain migrate` did.
+#[derive(Debug, Default)]
+pub struct Migrated {
+    /// pgchain's own runtime files applied now, and legacy migrations adopted.
+    pub runtime: crate::store::runtime::RuntimeReport,
+    /// The project's own migrations applied now (`V6__l0_copy_customer`).
+    pub applied: Vec<String>,
+}
+
+/// Applies pgchain's runtime, then the project's refinery migrations in
+/// `dir`. Aborts when an applied migration's file changed or disappeared.
+pub async fn migrate(url: &str, dir: &Path) -> anyhow::Result<Migrated> {
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "{} is not a folder: a project keeps its migrations in sql/migrations beside its pipelines.yaml",
+            dir.display()
+        );
+    }
     let migrations = refinery::load_sql_migrations(dir)
         .with_context(|| format!("cannot read migrations in {}", dir.display()))?;
+    for m in &migrations {
+        if crate::store::runtime::LEGACY
+            .iter()
+            .any(|(v, n)| *v == m.version() && *n == m.name())
+        {
+            tracing::warn!(
+                "{}/{m}.sql is pgchain's own runtime of an earlier version, now built into pgchain: delete the file",
+                dir.display()
+            );
+        }
+    }
+    let versions: Vec<i32> = migrations.iter().map(|m| m.version()).collect();
     let mut client = connect(url).await?;
+    let runtime = crate::store::runtime::apply(&mut client, &versions).await?;
     let report = refinery::Runner::new(&migrations)
         .set_abort_divergent(true)
         .set_abort_missing(true)
         .run_async(&mut client)
         .await
-        .context("migration failed")?;
-    Ok(report
-        .applied_migrations()
-        .iter()
-        .map(|m| m.to_string())
-        .collect())
+        .with_context(|| format!("migration of {} failed", dir.display()))?;
+    Ok(Migrated {
+        runtime,
+        applied: report
+            .applied_migrations()
+            .iter()
+            .map(|m| m.to_string())
+            .collect(),
+    })
+}
+
+/// A PostgreSQL error as a user needs it: message, detail, SQLSTATE.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = db.message().to_string();
+            if let Some(d) = db.detail() {
+                s.push_str(&format!("; detail: {d}"));
+            }
+            if let Some(w) = db.where_() {
+                s.push_str(&format!("; at: {}", w.lines().next().unwrap_or(w)));
+            }
+            format!("{s} (SQLSTATE {})", db.code().code())
+        }
+        None => e.to_string(),
+    }
 }
 
 /// Checks that every step exists as a procedure taking one `inout jsonb`, and

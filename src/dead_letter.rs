@@ -12,6 +12,7 @@
 //! The dead-letter record is the original key, value (a null stays null) and
 //! headers, byte for byte, followed by the headers in [`HEADERS`].
 
+use crate::backoff::Backoff;
 use crate::chain::{self, ChainError, ErrorClass};
 use deadpool_postgres::Pool;
 use rdkafka::ClientConfig;
@@ -344,13 +345,7 @@ pub async fn publish_until_done(
     id: i64,
     dl: &DeadLetter,
 ) -> bool {
-    let mut delay = Duration::from_millis(100);
-    let wait = |delay: Duration| async move {
-        tokio::select! {
-            _ = stop.cancelled() => false,
-            _ = tokio::time::sleep(delay) => true,
-        }
-    };
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     while let Err(e) = publish(producer, id, dl).await {
         warn!(
             id,
@@ -359,18 +354,16 @@ pub async fn publish_until_done(
             offset = dl.offset,
             "cannot publish a dead letter, retrying: {e}"
         );
-        if !wait(delay).await {
+        if !backoff.wait(stop).await {
             return false;
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
-    delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     while let Err(e) = mark_published(pool, id).await {
         warn!(id, "cannot mark a dead letter published, retrying: {e}");
-        if !wait(delay).await {
+        if !backoff.wait(stop).await {
             return false;
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
     true
 }

@@ -35,6 +35,7 @@ impl Dispatcher {
             producer,
             dead_letters: config.dead_letters.clone(),
             max_batch: config.postgres.max_batch,
+            start_from: config.kafka.start_from,
         });
         Ok(Dispatcher {
             config,
@@ -70,6 +71,71 @@ impl Dispatcher {
             stop,
             task,
         }
+    }
+
+    /// Consumes until every partition of the config's topics has been
+    /// processed up to the high watermark it had at the start (a backfill, a
+    /// test, a benchmark), re-drives the parked events whose dependency has
+    /// arrived meanwhile, then stops as [`Dispatcher::run`] does. Fails when a
+    /// partition stops on the way, or when `shutdown` resolves first.
+    /// Meant for one instance: partitions another instance holds never drain here.
+    pub async fn run_until_drained(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<Drained> {
+        let marks = {
+            let (brokers, options, topics) = (
+                self.config.kafka.brokers.clone(),
+                self.config.kafka_options(),
+                self.config.topics(),
+            );
+            tokio::task::spawn_blocking(move || {
+                crate::kafka::high_watermarks_with(&brokers, &options, &topics)
+            })
+            .await??
+        };
+        let redriver = crate::recovery::Redriver {
+            pool: self.shared.pool.clone(),
+            router: self.shared.router.clone(),
+            group: self.shared.group.clone(),
+            stats: self.shared.stats.clone(),
+        };
+        let started = std::time::Instant::now();
+        let running = self.spawn();
+        let stats = running.stats.clone();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => {
+                    running.stop().await?;
+                    anyhow::bail!("stopped by a signal before the topics were drained");
+                }
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            match stats.snapshot().drain_state(&marks) {
+                crate::stats::DrainState::Done => break,
+                crate::stats::DrainState::Waiting => {}
+                crate::stats::DrainState::Stuck(why) => {
+                    running.stop().await?;
+                    anyhow::bail!("not drained: {}", why.join("; "));
+                }
+            }
+        }
+        let scope = crate::recovery::Scope {
+            status: Some("parked".into()),
+            ..Default::default()
+        };
+        let parked = redriver
+            .pass(&scope, "replayed by run --until-drained")
+            .await
+            .map_err(|e| anyhow::anyhow!("re-driving parked events: {}", e.message))?;
+        let elapsed = started.elapsed();
+        running.stop().await?;
+        Ok(Drained {
+            snapshot: stats.snapshot(),
+            elapsed,
+            still_parked: parked.still_parked + parked.behind,
+        })
     }
 
     /// Consumes until `shutdown` resolves, then finishes the chains in flight,
@@ -196,6 +262,35 @@ impl Dispatcher {
                     self.config.path.display()
                 )
             })
+    }
+}
+
+/// What `run --until-drained` did.
+pub struct Drained {
+    pub snapshot: crate::stats::Snapshot,
+    pub elapsed: Duration,
+    /// Parked events whose dependency has still not arrived.
+    pub still_parked: u64,
+}
+
+impl std::fmt::Display for Drained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (table, total) = self.snapshot.pipeline_table();
+        write!(f, "{table}")?;
+        let secs = self.elapsed.as_secs_f64();
+        writeln!(
+            f,
+            "\n{total} events in {secs:.2} s ({:.0} events/s); drained to the high watermarks seen at start",
+            total as f64 / secs.max(1e-9)
+        )?;
+        if self.still_parked > 0 {
+            writeln!(
+                f,
+                "{} event(s) still parked, waiting for their dependency: see `pgchain dlq list --status parked`",
+                self.still_parked
+            )?;
+        }
+        Ok(())
     }
 }
 

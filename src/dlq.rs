@@ -12,19 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Which dead letters a command takes; every filter narrows.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Default)]
 pub struct Filter {
     /// Only these ids (repeat, or separate with commas).
-    #[arg(long = "id", value_delimiter = ',')]
     pub ids: Vec<i64>,
-    #[arg(long)]
     pub pipeline: Option<String>,
     /// parked, dead, replayed or discarded (replay and discard take parked
     /// or dead only).
-    #[arg(long)]
     pub status: Option<String>,
     /// First failed longer ago than this (e.g. 30m, 2h).
-    #[arg(long, value_parser = crate::config::parse_duration)]
     pub older_than: Option<Duration>,
 }
 

@@ -4,7 +4,8 @@
 //! - [`config`]: `pipelines.yaml`, validated with file:line errors.
 //! - [`decode`]: Debezium, GoldenGate and plain JSON into [`event::ChangeEvent`].
 //! - [`route`]: which pipeline's chain runs for a message.
-//! - [`chain`]: one chain run = one `CALL pgchain.apply_event` transaction.
+//! - [`chain`]: one chain run = one `CALL pgchain.apply_event` transaction;
+//!   [`backoff`]: the one capped exponential backoff of every retry loop.
 //! - [`consume`]: the Kafka consumer: rebalances, ledger positions, commits.
 //! - [`worker`]: one partition's events, in order, batched, offsets stored.
 //! - [`dead_letter`]: the dead-letter table and topic; [`recovery`]: re-driving
@@ -16,28 +17,37 @@
 //! - [`status`]: `pgchain status`: applied positions and lag per partition.
 //! - [`kafka`]: small Kafka helpers (watermarks, producing) for demo and bench.
 //! - [`verify`]: `pgchain verify`: source vs target by key ranges, `--repair`.
-//! - [`demo`], [`bench`]: the two self-contained commands; [`identity_bench`]:
-//!   `bench --identity N`, identity resolution at N members.
+//! - [`render`]: `pgchain render`; [`init`]: `pgchain init`; [`embedded`]:
+//!   the runtime, templates and examples built into the binary; [`store`]:
+//!   pgchain's own SQL in the database.
+//! - `samples` (feature `tools`, on by default): deterministic change events
+//!   of the examples, for the demo, the benchmarks and tests.
+//!
+//! The `pgchain` binary (`src/cli/`) holds the command line, and the demo
+//! and benchmarks (feature `tools`), which drive this library from outside.
 
 pub mod alerts;
-pub mod bench;
+pub mod backoff;
 pub mod chain;
 pub mod config;
 pub mod consume;
 pub mod db;
 pub mod dead_letter;
 pub mod decode;
-pub mod demo;
 pub mod dispatcher;
 pub mod dlq;
+pub mod embedded;
 pub mod event;
-pub mod identity_bench;
+pub mod init;
 pub mod kafka;
 pub mod metrics;
 pub mod recovery;
 pub mod render;
 pub mod route;
+#[cfg(feature = "tools")]
+pub mod samples;
 pub mod stats;
 pub mod status;
+pub mod store;
 pub mod verify;
 pub mod worker;

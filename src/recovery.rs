@@ -12,6 +12,7 @@
 //! `dead_letters.recovery_interval`, and after (re)connecting; `pgchain dlq
 //! replay` runs one on demand.
 
+use crate::backoff::Backoff;
 use crate::chain::{self, ChainError, ErrorClass};
 use crate::dead_letter::{FILTER_SQL, Reason};
 use crate::route::{Message as RouteMessage, Routed, Router};
@@ -258,17 +259,15 @@ pub struct Recovery {
 impl Recovery {
     /// Runs until `stop`: listens for provided keys, and passes periodically.
     pub async fn run(self, stop: CancellationToken) {
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         while !stop.is_cancelled() {
             match self.listen(&stop).await {
                 Ok(()) => return,
                 Err(e) => {
-                    warn!("recovery listener: {e}; reconnecting in {delay:?}");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
+                    warn!("recovery listener: {e}; reconnecting");
+                    if !backoff.wait(&stop).await {
+                        return;
                     }
-                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! `pgchain render`: stage procedures from templates into versioned migrations.
 //!
-//! Each entry of `procedures:` in pipelines.yaml names a template in
-//! `sql/templates/` and its variables. Rendering is strict (an undefined
+//! Each entry of `procedures:` in pipelines.yaml names a template and its
+//! variables: the project's own in `sql/templates/`, else the built-in one of
+//! that name (shipped inside the binary; a project's template overrides it). Rendering is strict (an undefined
 //! variable is an error) and deterministic. A rendered migration starts with a
 //! header line naming its procedure, so the folder itself tells the latest
 //! rendered version of every procedure. A new `V{n}__{name}.sql` is written only
@@ -41,6 +42,7 @@ pub fn render_all(
     migrations: &Path,
 ) -> Result<Vec<Rendered>, Vec<String>> {
     let env = environment(templates);
+    let sources = Sources::new(templates);
     let existing = scan(migrations).map_err(|e| vec![e])?;
     let mut latest: BTreeMap<&str, &Existing> = BTreeMap::new();
     for e in &existing {
@@ -53,7 +55,7 @@ pub fn render_all(
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for (name, spec) in &config.procedures {
-        match render_one(&env, name, spec) {
+        match render_one(&env, &sources, name, spec) {
             Ok(sql) => {
                 let prev = latest.get(name.as_str()).map(|e| e.path.clone());
                 let changed = match &prev {
@@ -108,10 +110,27 @@ pub fn write_changed(rendered: &[Rendered], migrations: &Path) -> Result<Vec<Pat
     Ok(written)
 }
 
-fn render_one(env: &Environment<'_>, name: &str, spec: &ProcedureSpec) -> Result<String, String> {
+fn render_one(
+    env: &Environment<'_>,
+    sources: &Sources,
+    name: &str,
+    spec: &ProcedureSpec,
+) -> Result<String, String> {
     let template = env
         .get_template(&format!("{}.sql.j2", spec.template))
-        .map_err(|e| format!("template `{}`: {}", spec.template, describe(&e)))?;
+        .map_err(|e| match e.kind() {
+            minijinja::ErrorKind::TemplateNotFound => format!(
+                "template `{}` is neither in {} nor built in (built in: {})",
+                spec.template,
+                sources.dir.display(),
+                crate::embedded::template_names().join(", ")
+            ),
+            _ => format!(
+                "template `{}`: {}",
+                spec.template,
+                sources.describe(&e, &[])
+            ),
+        })?;
     let (schema, proc) = name.split_once('.').unwrap_or(("", name));
     let mut ctx: BTreeMap<String, Value> = spec
         .vars
@@ -123,7 +142,15 @@ fn render_one(env: &Environment<'_>, name: &str, spec: &ProcedureSpec) -> Result
     ctx.insert("procedure_name".into(), Value::from(proc));
     let body = template
         .render(Value::from(minijinja::value::Serde(&ctx)))
-        .map_err(|e| describe(&e))?;
+        .map_err(|e| {
+            let mut missing: Vec<String> = template
+                .undeclared_variables(false)
+                .into_iter()
+                .filter(|v| !ctx.contains_key(v) && env.globals().all(|(g, _)| g != v))
+                .collect();
+            missing.sort();
+            sources.describe(&e, &missing)
+        })?;
     Ok(format!(
         "{HEADER} {name} (template {})\n-- Written by `pgchain render`; change the template or its variables in pipelines.yaml, never this file.\n\n{}\n",
         spec.template,
@@ -131,17 +158,135 @@ fn render_one(env: &Environment<'_>, name: &str, spec: &ProcedureSpec) -> Result
     ))
 }
 
-/// A minijinja error with its template file and line.
-fn describe(e: &minijinja::Error) -> String {
-    let mut msg = match (e.name(), e.line()) {
-        (Some(name), Some(line)) => format!("sql/templates/{name}:{line}: {}", e.kind()),
-        _ => e.kind().to_string(),
-    };
-    if let Some(detail) = e.detail() {
-        msg.push_str(": ");
-        msg.push_str(detail);
+/// Where templates come from: the project's folder first, then the built-ins.
+pub struct Sources {
+    pub dir: PathBuf,
+}
+
+/// Which file a template name resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateSource {
+    /// The project's own file, overriding any built-in of the same name.
+    Project(PathBuf),
+    /// Shipped inside the binary.
+    BuiltIn,
+}
+
+impl Sources {
+    pub fn new(dir: &Path) -> Sources {
+        Sources {
+            dir: dir.to_path_buf(),
+        }
     }
-    msg
+
+    /// Where template file `file` (`l0_upsert.sql.j2`) comes from, if anywhere.
+    pub fn find(&self, file: &str) -> Option<TemplateSource> {
+        let path = self.dir.join(file);
+        if path.is_file() {
+            Some(TemplateSource::Project(path))
+        } else {
+            let name = file.strip_suffix(".sql.j2")?;
+            crate::embedded::template(name).map(|_| TemplateSource::BuiltIn)
+        }
+    }
+
+    /// Every template a project can name, with the file that serves it.
+    pub fn list(&self) -> Vec<(String, TemplateSource)> {
+        let mut names: Vec<String> = crate::embedded::template_names()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let file = e.file_name().to_string_lossy().to_string();
+                if let Some(n) = file.strip_suffix(".sql.j2")
+                    && !n.starts_with('_')
+                {
+                    names.push(n.to_string());
+                }
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .filter_map(|n| {
+                let src = self.find(&format!("{n}.sql.j2"))?;
+                Some((n, src))
+            })
+            .collect()
+    }
+
+    /// A minijinja error with its template file and line; for an undefined
+    /// value, the variable (`missing`: variables the template reads that the
+    /// procedure's vars do not set) or the expression that was undefined.
+    fn describe(&self, e: &minijinja::Error, missing: &[String]) -> String {
+        let place = e.name().map(|name| match self.find(name) {
+            Some(TemplateSource::Project(p)) => p.display().to_string(),
+            _ => format!("built-in template {name}"),
+        });
+        let mut msg = match (place, e.line()) {
+            (Some(place), Some(line)) => format!("{place}:{line}: {}", e.kind()),
+            (Some(place), None) => format!("{place}: {}", e.kind()),
+            _ => e.kind().to_string(),
+        };
+        let detail = e.detail().map(str::to_string);
+        if e.kind() != minijinja::ErrorKind::UndefinedError {
+            if let Some(d) = detail {
+                msg.push_str(&format!(": {d}"));
+            }
+            return msg;
+        }
+        // The variables the procedure does not set that the error or the
+        // expression names (optional ones, tested with `is defined`, are
+        // among `missing` too, so only a named one counts).
+        let expr = self.expression(e);
+        let hint = format!(
+            "{} {}",
+            detail.as_deref().unwrap_or(""),
+            expr.as_deref().unwrap_or("")
+        );
+        let named: Vec<String> = missing
+            .iter()
+            .filter(|v| mentions(&hint, v))
+            .map(|v| format!("`{v}`"))
+            .collect();
+        match (named.len(), detail, expr) {
+            (0, Some(d), _) => msg.push_str(&format!(": {d}")),
+            (0, None, Some(x)) => msg.push_str(&format!(": `{x}` is undefined")),
+            (0, None, None) => {}
+            (1, ..) => msg.push_str(&format!(
+                ": {} is not set in the procedure's vars",
+                named[0]
+            )),
+            _ => msg.push_str(&format!(
+                ": {} are not set in the procedure's vars",
+                named.join(", ")
+            )),
+        }
+        msg
+    }
+
+    /// The template text the error points at.
+    fn expression(&self, e: &minijinja::Error) -> Option<String> {
+        let name = e.name()?;
+        let range = e.range()?;
+        let text = match self.find(name)? {
+            TemplateSource::Project(p) => std::fs::read_to_string(p).ok()?,
+            TemplateSource::BuiltIn => {
+                crate::embedded::template(name.strip_suffix(".sql.j2")?)?.to_string()
+            }
+        };
+        text.get(range).map(|s| s.trim().to_string())
+    }
+}
+
+/// True when `text` names `var` as a whole word.
+fn mentions(text: &str, var: &str) -> bool {
+    text.match_indices(var).any(|(i, _)| {
+        let word = |c: char| c.is_alphanumeric() || c == '_';
+        !text[..i].ends_with(word) && !text[i + var.len()..].starts_with(word)
+    })
 }
 
 fn environment(templates: &Path) -> Environment<'static> {
@@ -154,7 +299,10 @@ fn environment(templates: &Path) -> Environment<'static> {
         }
         match std::fs::read_to_string(dir.join(name)) {
             Ok(text) => Ok(Some(text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(name
+                .strip_suffix(".sql.j2")
+                .and_then(crate::embedded::template)
+                .map(str::to_string)),
             Err(e) => Err(minijinja::Error::new(
                 minijinja::ErrorKind::InvalidOperation,
                 format!("cannot read {name}: {e}"),

@@ -30,6 +30,17 @@ pub struct PipelineCounts {
     pub replayed: u64,
 }
 
+/// How far a drain has got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DrainState {
+    /// Every partition has been processed up to its mark.
+    Done,
+    Waiting,
+    /// Partitions that stopped (each `topic/partition: why`): they will not
+    /// get there without a fix.
+    Stuck(Vec<String>),
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub pipelines: BTreeMap<String, PipelineCounts>,
@@ -61,6 +72,63 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Events per pipeline and outcome, as `run --until-drained` and the
+    /// demo print them; returns the table and the events it counts.
+    pub fn pipeline_table(&self) -> (String, u64) {
+        let mut out = format!(
+            "{:<18} {:>8} {:>10} {:>9} {:>11} {:>7} {:>9} {:>5}\n",
+            "pipeline",
+            "applied",
+            "tombstone",
+            "filtered",
+            "redelivered",
+            "parked",
+            "replayed",
+            "dead"
+        );
+        let mut total = 0;
+        for (name, c) in &self.pipelines {
+            out.push_str(&format!(
+                "{:<18} {:>8} {:>10} {:>9} {:>11} {:>7} {:>9} {:>5}\n",
+                name,
+                c.applied,
+                c.tombstones,
+                c.filtered,
+                c.already_applied,
+                c.parked,
+                c.replayed,
+                c.dead_lettered
+            ));
+            total += c.applied + c.tombstones + c.filtered + c.already_applied;
+        }
+        (out, total)
+    }
+
+    /// Where `--until-drained` stands against the high watermarks seen at start.
+    pub fn drain_state(&self, high_watermarks: &HashMap<(String, i32), i64>) -> DrainState {
+        let mut stuck: Vec<String> = Vec::new();
+        let mut done = true;
+        for (tp, high) in high_watermarks {
+            if *high == 0 {
+                continue;
+            }
+            if let Some(why) = self.stuck.get(tp) {
+                stuck.push(format!("{}/{}: {why}", tp.0, tp.1));
+            }
+            if self.next_offsets.get(tp).is_none_or(|next| next < high) {
+                done = false;
+            }
+        }
+        stuck.sort();
+        if !stuck.is_empty() {
+            DrainState::Stuck(stuck)
+        } else if done {
+            DrainState::Done
+        } else {
+            DrainState::Waiting
+        }
+    }
+
     /// High watermark minus the next offset to apply, per partition held
     /// (0 when nothing is known yet).
     pub fn lag(&self) -> BTreeMap<(String, i32), i64> {

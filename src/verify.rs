@@ -23,42 +23,31 @@ use tokio_postgres::types::ToSql;
 /// Ranges an unequal range is split into.
 const SPLIT: i64 = 16;
 
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct VerifyArgs {
     /// The source database URL (any PostgreSQL).
-    #[arg(long)]
     pub source: String,
     /// The source table, `schema.table`.
-    #[arg(long)]
     pub table: String,
     /// The target table (its raw copy), `schema.table`, in postgres.url of
     /// the config (or --target-url).
-    #[arg(long)]
     pub target: String,
     /// Key columns, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
     pub key: Vec<String>,
     /// Columns to compare besides the key (default: every column both
     /// tables have, except the target's own `_`-prefixed bookkeeping).
-    #[arg(long, value_delimiter = ',')]
     pub columns: Vec<String>,
-    #[arg(short, long, default_value = "pipelines.yaml")]
     pub config: std::path::PathBuf,
     /// The target database; defaults to postgres.url of the config.
-    #[arg(long)]
     pub target_url: Option<String>,
     /// Re-emit missing, extra and changed keys through the pipeline.
-    #[arg(long)]
     pub repair: bool,
     /// The pipeline to re-emit through (default: the only one, or the one
     /// whose table filter names --table).
-    #[arg(long)]
     pub pipeline: Option<String>,
     /// Largest range whose (key, hash) pairs are fetched and compared here.
-    #[arg(long, default_value_t = 2000)]
     pub leaf_rows: i64,
     /// One JSON object instead of text.
-    #[arg(long)]
     pub json: bool,
 }
 

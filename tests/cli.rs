@@ -78,8 +78,11 @@ async fn check_finds_missing_and_misshapen_steps_in_the_database() {
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_applies_once_and_refuses_a_changed_applied_file() {
     let db = TestDb::new("migrate").await;
-    let dir = temp_dir("migrate");
+    let project = temp_dir("migrate");
+    let dir = project.join("sql/migrations");
+    std::fs::create_dir_all(&dir).unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(root.join("pipelines.yaml"), project.join("pipelines.yaml")).unwrap();
     for f in std::fs::read_dir(root.join("sql/migrations")).unwrap() {
         let f = f.unwrap();
         std::fs::copy(f.path(), dir.join(f.file_name())).unwrap();
@@ -89,12 +92,13 @@ async fn migrate_applies_once_and_refuses_a_changed_applied_file() {
         "V90__extra.sql",
         "create table l0.extra (id int primary key);\n",
     );
+    let config = project.join("pipelines.yaml");
     let args = [
         "migrate",
         "--database-url",
         &db.url,
-        "--migrations",
-        dir.to_str().unwrap(),
+        "-c",
+        config.to_str().unwrap(),
     ];
     let out = pgchain(&args);
     assert_eq!(
@@ -103,8 +107,15 @@ async fn migrate_applies_once_and_refuses_a_changed_applied_file() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(stdout(&out), "applied 1 migration(s): V90__extra\n");
-    assert_eq!(stdout(&pgchain(&args)), "applied 0 migration(s)\n");
+    let folder = dir.display();
+    assert_eq!(
+        stdout(&out),
+        format!("pgchain runtime: up to date\n{folder}: applied 1 migration(s): V90__extra\n")
+    );
+    assert_eq!(
+        stdout(&pgchain(&args)),
+        format!("pgchain runtime: up to date\n{folder}: applied 0 migration(s)\n")
+    );
 
     write(
         &dir,
@@ -182,7 +193,7 @@ async fn run_stops_on_sigterm_after_the_chains_in_flight_and_exits_zero() {
 }
 
 #[test]
-fn docker_compose_runs_migrate_then_pgchain_against_kafka_and_postgres() {
+fn docker_compose_declares_migrate_then_pgchain_against_kafka_and_postgres() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
     let mut compose: serde_yaml::Value =

@@ -157,17 +157,52 @@ fn a_good_file_keeps_declaration_order_and_fills_the_environment() {
 }
 
 #[test]
-fn topics_are_listed_once_in_order() {
+fn topics_are_listed_once_in_declaration_order() {
     let text = format!(
         "{GOOD_HEAD}  a:\n    topic: t\n    table: x\n    chain: [a.b]\n  b:\n    topics: [s, u]\n    chain: [a.b]\n  c:\n    topic: t\n    table: y\n    chain: [a.b]\n"
     );
     let config = Config::from_text(&text, Path::new("p.yaml"), |_| None).unwrap();
-    assert_eq!(config.topics(), ["s", "t", "u"]);
+    assert_eq!(config.topics(), ["t", "s", "u"]);
 }
 
 #[test]
 fn the_shipped_examples_are_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let config = Config::load(&root.join("pipelines.yaml")).expect("pipelines.yaml");
-    assert_eq!(config.pipelines.len(), 3);
+    for (file, pipelines, procedures) in [
+        ("pipelines.yaml", 3, 9),
+        ("examples/campaign/pipelines.yaml", 3, 3),
+        ("examples/blank/pipelines.yaml", 1, 1),
+    ] {
+        let config = Config::load(&root.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(config.pipelines.len(), pipelines, "{file}");
+        assert_eq!(config.procedures.len(), procedures, "{file}");
+    }
+}
+
+#[test]
+fn yaml_merge_keys_share_settings_between_pipelines() {
+    let text = format!(
+        "{GOOD_HEAD}  a: &base\n    topic: t\n    format: ogg\n    retries: {{data: {{attempts: 7}}}}\n    chain: [a.b]\n  b:\n    <<: *base\n    topic: u\n    chain: [a.c]\n"
+    );
+    let config = Config::from_text(&text, Path::new("p.yaml"), |_| None).unwrap();
+    let b = &config.pipelines["b"];
+    assert_eq!(b.topic.as_deref(), Some("u"), "a key of its own wins");
+    assert_eq!(b.chain, ["a.c"]);
+    assert_eq!(
+        b.format,
+        pgchain::config::Format::Ogg,
+        "merged from the anchor"
+    );
+    assert_eq!(b.retries.data.attempts, 7);
+    assert_eq!(config.topics(), ["t", "u"]);
+
+    // An unknown key reached through a merge is still an error with a line.
+    let bad = text.replace("format: ogg", "formt: ogg");
+    let err = Config::from_text(&bad, Path::new("p.yaml"), |_| None).unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    assert!(
+        err.problems[0].starts_with("p.yaml:") && err.problems[0].contains("unknown field `formt`"),
+        "{:?}",
+        err.problems
+    );
 }

@@ -602,7 +602,7 @@ async fn the_customer_example_runs_end_to_end() {
         "crm.contact",
     ];
     let kafka = Kafka::new(&[(topics[0], 3), (topics[1], 3), (topics[2], 3)]);
-    let records = pgchain::demo::sample_events(90);
+    let records = pgchain::samples::sample_events(90);
     // The rows alive at the end: the last event of each key is not a delete.
     let mut alive = std::collections::HashMap::new();
     for r in records.iter().filter(|r| r.value.is_some()) {

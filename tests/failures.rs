@@ -281,7 +281,7 @@ fn member(id: i64, name: &str) -> Record {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_side_row_before_its_base_row_parks_and_is_applied_when_the_base_arrives() {
-    let db = TestDb::new("park").await;
+    let db = TestDb::campaign("park").await;
     db.exec(TEST_STEPS).await;
     let (members, consents) = ("shop.public.member", "shop.public.marketing_consent");
     let kafka = Kafka::new(&[(members, 1), (consents, 1)]);

@@ -1110,7 +1110,7 @@ async fn golden_records_follow_their_rules_and_the_outbox_gets_only_changes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_customer_example_runs_from_three_sources_to_golden_records_and_the_outbox() {
-    use pgchain::demo::event;
+    use pgchain::samples::event;
     let db = TestDb::new("id_example").await;
     let topics = [
         "sales.public.customer",
@@ -1298,7 +1298,7 @@ fn an_unknown_unify_rule_is_a_render_error_that_names_it() {
     .unwrap_err();
     assert_eq!(err.len(), 1);
     assert!(
-        err[0].starts_with("p.yaml:8: procedure `g.unify`: sql/templates/identity_unify.sql.j2:")
+        err[0].starts_with("p.yaml:8: procedure `g.unify`: built-in template identity_unify.sql.j2:")
             && err[0].ends_with("column `name`: unknown rule `longest` (source_priority, most_recent, most_frequent or first_non_null)"),
         "{}",
         err[0]

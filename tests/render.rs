@@ -121,7 +121,7 @@ async fn render_writes_a_version_only_when_the_output_changes() {
     assert_eq!(
         stdout(&out),
         format!(
-            "applied 2 migration(s): V{next}__l0_copy_customer, V{}__l0_copy_order\n",
+            "pgchain runtime: up to date\nsql/migrations: applied 2 migration(s): V{next}__l0_copy_customer, V{}__l0_copy_order\n",
             next + 1
         )
     );
@@ -164,7 +164,10 @@ async fn render_writes_a_version_only_when_the_output_changes() {
     let out = pgchain(&dir, &["migrate", "--database-url", &url]);
     assert_eq!(
         stdout(&out),
-        format!("applied 1 migration(s): V{}__l0_copy_customer\n", next + 2)
+        format!(
+            "pgchain runtime: up to date\nsql/migrations: applied 1 migration(s): V{}__l0_copy_customer\n",
+            next + 2
+        )
     );
     let cols = fresh.strings("select column_name::text from information_schema.columns where table_schema = 'l0' and table_name = 'customer' and column_name not like '\\_%' order by ordinal_position").await;
     assert_eq!(cols, ["id", "name", "email"]);
@@ -185,13 +188,17 @@ fn render_errors_name_the_yaml_and_the_template_line() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert!(
-        lines[0].starts_with("pipelines.yaml:8: procedure `l0.a`: sql/templates/l0_upsert.sql.j2:"),
+        lines[0]
+            .starts_with("pipelines.yaml:8: procedure `l0.a`: built-in template l0_upsert.sql.j2:"),
         "{text}"
     );
-    assert!(lines[0].contains("undefined value"), "{text}");
-    assert_eq!(
-        lines[1],
-        "pipelines.yaml:13: procedure `l0.b`: template `nope`: template not found: template \"nope.sql.j2\" does not exist"
+    assert!(
+        lines[0].ends_with("undefined value: `columns` is not set in the procedure's vars"),
+        "the variable is named: {text}"
+    );
+    assert!(
+        lines[1].starts_with("pipelines.yaml:13: procedure `l0.b`: template `nope` is neither in sql/templates nor built in (built in: consolidate, "),
+        "{text}"
     );
     assert_eq!(
         migrations(&dir).len(),

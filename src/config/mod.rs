@@ -51,9 +51,38 @@ pub struct KafkaConfig {
     pub brokers: String,
     #[serde(default = "default_group_id")]
     pub group_id: String,
+    /// Where a partition starts when the ledger has nothing for it.
+    #[serde(default)]
+    pub start_from: StartFrom,
     /// Passed to librdkafka as they are (`security.protocol`, `sasl.*`, …).
     #[serde(default)]
     pub options: IndexMap<String, serde_yaml::Value>,
+}
+
+/// Where a partition starts when `pgchain.offsets` has no row for it (a new
+/// database, a new group, a new topic) but Kafka may hold a committed offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// From the partition's first offset: nothing is skipped that this
+    /// database never applied (the ledger keeps a replay from applying twice).
+    #[default]
+    LedgerOrEarliest,
+    /// From the group's committed offset in Kafka (earliest without one):
+    /// for a database that already holds what was applied before.
+    KafkaCommit,
+    /// From the end: only events produced from now on.
+    Latest,
+}
+
+impl StartFrom {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartFrom::LedgerOrEarliest => "ledger_or_earliest",
+            StartFrom::KafkaCommit => "kafka_commit",
+            StartFrom::Latest => "latest",
+        }
+    }
 }
 
 fn default_group_id() -> String {
@@ -178,6 +207,63 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Deserializes the substituted text. YAML merge keys (`<<: *base`) are
+/// resolved first; without them serde reads the text directly, so its errors
+/// keep their exact line.
+fn parse(text: &str, file: &str, lines: &LineIndex) -> Result<Config, ConfigError> {
+    let located = |e: serde_yaml::Error| ConfigError {
+        problems: vec![match e.location() {
+            Some(loc) => {
+                let msg = e.to_string();
+                let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+                format!(
+                    "{file}:{}: {}",
+                    loc.line(),
+                    msg.strip_suffix(&suffix).unwrap_or(&msg)
+                )
+            }
+            None => format!("{file}: {e}"),
+        }],
+    };
+    let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(located)?;
+    if !has_merge_key(&value) {
+        return serde_yaml::from_str(text).map_err(located);
+    }
+    value.apply_merge().map_err(located)?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path: Vec<String> = e
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .collect();
+        let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+        // The innermost key that has a line (a merged key sits at its anchor).
+        let line = lines.line(&refs);
+        let msg = e.into_inner().to_string();
+        ConfigError {
+            problems: vec![match line {
+                Some(line) => format!("{file}:{line}: {}: {msg}", path.join(".")),
+                None => format!("{file}: {}: {msg}", path.join(".")),
+            }],
+        }
+    })
+}
+
+fn has_merge_key(v: &serde_yaml::Value) -> bool {
+    match v {
+        serde_yaml::Value::Mapping(m) => m
+            .iter()
+            .any(|(k, v)| k.as_str() == Some("<<") || has_merge_key(v)),
+        serde_yaml::Value::Sequence(s) => s.iter().any(has_merge_key),
+        serde_yaml::Value::Tagged(t) => has_merge_key(&t.value),
+        _ => false,
+    }
+}
+
 impl Config {
     /// Reads, substitutes `${VAR}`, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -199,22 +285,10 @@ impl Config {
                 .map(|(line, m)| format!("{file}:{line}: {m}"))
                 .collect(),
         })?;
-        let mut config: Config = serde_yaml::from_str(&text).map_err(|e| ConfigError {
-            problems: vec![match e.location() {
-                Some(loc) => {
-                    let msg = e.to_string();
-                    let suffix = format!(" at line {} column {}", loc.line(), loc.column());
-                    format!(
-                        "{file}:{}: {}",
-                        loc.line(),
-                        msg.strip_suffix(&suffix).unwrap_or(&msg)
-                    )
-                }
-                None => format!("{file}: {e}"),
-            }],
-        })?;
+        let lines = LineIndex::build(&text);
+        let mut config = parse(&text, &file, &lines)?;
         config.path = path.to_path_buf();
-        config.lines = LineIndex::build(&text);
+        config.lines = lines;
         let problems = config.validate();
         if problems.is_empty() {
             Ok(config)
@@ -231,17 +305,36 @@ impl Config {
         }
     }
 
-    /// Every topic some pipeline reads, sorted, each once.
+    /// Every topic some pipeline reads, each once, in declaration order.
     pub fn topics(&self) -> Vec<String> {
-        let mut t: Vec<String> = self
-            .pipelines
-            .values()
-            .flat_map(|p| p.all_topics())
-            .map(String::from)
-            .collect();
-        t.sort();
-        t.dedup();
+        let mut t: Vec<String> = Vec::new();
+        for topic in self.pipelines.values().flat_map(|p| p.all_topics()) {
+            if !t.iter().any(|s| s == topic) {
+                t.push(topic.to_string());
+            }
+        }
         t
+    }
+
+    /// The folder relative paths of this project resolve against: the
+    /// config file's own, never the working directory.
+    pub fn dir(&self) -> PathBuf {
+        // A bare `pipelines.yaml` has the empty parent: the paths below then
+        // stay relative (`sql/migrations`), as a user typed them.
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    /// The project's own migrations: `sql/migrations` beside the config file.
+    pub fn migrations_dir(&self) -> PathBuf {
+        self.dir().join("sql/migrations")
+    }
+
+    /// The project's own templates: `sql/templates` beside the config file.
+    pub fn templates_dir(&self) -> PathBuf {
+        self.dir().join("sql/templates")
     }
 
     /// librdkafka options from `kafka.options`, as strings.

@@ -19,14 +19,35 @@ pub fn server_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| pgchain::config::default_url())
 }
 
-/// A fresh database with pgchain's migrations applied.
+/// A fresh database with pgchain's runtime and a project's migrations applied.
 pub struct TestDb {
     pub name: String,
     pub url: String,
 }
 
 impl TestDb {
+    /// With the customer example (the repository's root project).
     pub async fn new(label: &str) -> TestDb {
+        TestDb::with_project(label, "").await
+    }
+
+    /// With the campaign example.
+    pub async fn campaign(label: &str) -> TestDb {
+        TestDb::with_project(label, "examples/campaign").await
+    }
+
+    /// With the project in `project` (relative to the repository).
+    pub async fn with_project(label: &str, project: &str) -> TestDb {
+        let db = TestDb::empty(label).await;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        pgchain::db::migrate(&db.url, &root.join(project).join("sql/migrations"))
+            .await
+            .expect("migrate test database");
+        db
+    }
+
+    /// A fresh database with nothing in it.
+    pub async fn empty(label: &str) -> TestDb {
         static N: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "pgchain_t_{label}_{}_{}",
@@ -36,10 +57,6 @@ impl TestDb {
         let url = pgchain::db::recreate_database(&server_url(), &name)
             .await
             .expect("create test database");
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        pgchain::db::migrate(&url, &root.join("sql/migrations"))
-            .await
-            .expect("migrate test database");
         TestDb { name, url }
     }
 

@@ -1,0 +1,445 @@
+//! The `pgchain` command line: parse, set up logging and shutdown, call the
+//! library. The demo and the benchmarks (feature `tools`) live here too: they
+//! drive the service library from outside, as a user's program would.
+
+mod args;
+#[cfg(feature = "tools")]
+mod bench;
+#[cfg(feature = "tools")]
+mod demo;
+#[cfg(feature = "tools")]
+mod identity_bench;
+
+use args::{FilterArgs, VerifyArgs};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use pgchain::config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "pgchain",
+    version,
+    about = "Runs chains of PostgreSQL procedures for CDC events on Kafka"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "PGCHAIN_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Dead letters of the config's consumer group, oldest first.
+    List {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run parked or dead events through their chain again, in order.
+    Replay {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Every parked and dead event.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Mark parked or dead events discarded; the reason is kept.
+    Discard {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a new project: pipelines.yaml, sql/migrations, sql/templates, README.
+    Init {
+        /// The project's folder (created; must be new or empty).
+        dir: PathBuf,
+        /// What it starts from: blank, customer or campaign.
+        #[arg(long, default_value = "blank", value_parser = parse_example)]
+        example: pgchain::init::Example,
+    },
+    /// Run the dispatcher until SIGINT or SIGTERM.
+    Run {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        /// Exit 0 once every partition has been applied up to the high
+        /// watermark seen at start (a backfill, a test, a benchmark).
+        #[arg(long)]
+        until_drained: bool,
+    },
+    /// Validate pipelines.yaml and, unless --no-db, the database it names.
+    Check {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        /// Check the file only.
+        #[arg(long)]
+        no_db: bool,
+    },
+    /// Applied position, lag and last applied time of every partition.
+    Status {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply pgchain's runtime, then the project's sql/migrations (beside the config file).
+    Migrate {
+        /// Database URL; defaults to postgres.url of the config file.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+    },
+    /// Render `procedures:` from templates into new migrations where they changed.
+    Render {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        /// Write nothing; fail if a procedure changed without a new migration.
+        #[arg(long)]
+        check: bool,
+        /// List the templates a procedure can name and the file serving each.
+        #[arg(long)]
+        list_templates: bool,
+    },
+    /// Dead letters: list, replay or discard.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Compare a source table with its copy by key; --repair re-emits the differences.
+    Verify(VerifyArgs),
+    /// The whole flow on an embedded Kafka and the local PostgreSQL.
+    #[cfg(feature = "tools")]
+    Demo(demo::DemoArgs),
+    /// Throughput and latency, against the direct-SQL limit.
+    #[cfg(feature = "tools")]
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Init { dir, example } => {
+            let written = pgchain::init::init(&dir, example)?;
+            for f in &written {
+                println!("wrote {}", dir.join(f).display());
+            }
+            println!(
+                "next: cd {} && pgchain render && pgchain migrate && pgchain check && pgchain run",
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            config,
+            until_drained,
+        } => {
+            let config = load(&config)?;
+            let dispatcher = pgchain::dispatcher::Dispatcher::new(config)?;
+            if until_drained {
+                let drained = dispatcher.run_until_drained(shutdown_signal()).await?;
+                print!("{drained}");
+            } else {
+                dispatcher.run(shutdown_signal()).await?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config, no_db } => check(&config, no_db).await,
+        Command::Status { config, json } => {
+            let rows = pgchain::status::collect(&load(&config)?).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", pgchain::status::table(&rows));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate {
+            database_url,
+            config,
+        } => {
+            let config = load(&config)?;
+            let url = database_url.unwrap_or_else(|| config.postgres.url.clone());
+            let dir = config.migrations_dir();
+            let done = pgchain::db::migrate(&url, &dir).await?;
+            let runtime = &done.runtime;
+            if !runtime.adopted.is_empty() {
+                println!(
+                    "adopted pgchain's runtime from the project's migrations {}: it is built into pgchain now",
+                    runtime.adopted.join(", ")
+                );
+            }
+            println!(
+                "pgchain runtime: {}",
+                if runtime.applied.is_empty() {
+                    "up to date".to_string()
+                } else {
+                    format!("applied {} file(s)", runtime.applied.len())
+                }
+            );
+            println!(
+                "{}: applied {} migration(s){}",
+                dir.display(),
+                done.applied.len(),
+                list(&done.applied)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Render {
+            config,
+            check,
+            list_templates,
+        } => {
+            if list_templates {
+                let config = load(&config)?;
+                let sources = pgchain::render::Sources::new(&config.templates_dir());
+                for (name, source) in sources.list() {
+                    match source {
+                        pgchain::render::TemplateSource::Project(p) => {
+                            let over = if pgchain::embedded::template(&name).is_some() {
+                                " (overrides the built-in)"
+                            } else {
+                                ""
+                            };
+                            println!("{name:<20} {}{over}", p.display());
+                        }
+                        pgchain::render::TemplateSource::BuiltIn => {
+                            println!("{name:<20} built in")
+                        }
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            render(&config, check)
+        }
+        Command::Dlq { command } => dlq(command).await,
+        Command::Verify(args) => {
+            let args = pgchain::verify::VerifyArgs::from(args);
+            let config = load(&args.config)?;
+            let report = pgchain::verify::run(&args, &config).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", pgchain::verify::text(&report, 20));
+            }
+            Ok(if report.clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        #[cfg(feature = "tools")]
+        Command::Demo(args) => demo::run(args).await.map(|()| ExitCode::SUCCESS),
+        #[cfg(feature = "tools")]
+        Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DlqCommand::List {
+            config,
+            filter,
+            json,
+        } => {
+            let entries = pgchain::dlq::list(&load(&config)?, &filter.into()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                print!("{}", pgchain::dlq::table(&entries));
+            }
+        }
+        DlqCommand::Replay {
+            config,
+            filter,
+            all,
+        } => {
+            let r = pgchain::dlq::replay(&load(&config)?, &filter.into(), all).await?;
+            println!(
+                "replayed {}; still parked {}; still dead {}; waiting behind a parked event {}; gone meanwhile {}",
+                r.replayed, r.still_parked, r.still_dead, r.behind, r.gone
+            );
+            if r.still_parked + r.still_dead + r.behind > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        DlqCommand::Discard {
+            config,
+            filter,
+            all,
+            reason,
+        } => {
+            let ids = pgchain::dlq::discard(&load(&config)?, &filter.into(), all, &reason).await?;
+            let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+            println!("discarded {}{}", ids.len(), list(&ids));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn check(path: &std::path::Path, no_db: bool) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            for p in &e.problems {
+                println!("{p}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let problems = if no_db {
+        Vec::new()
+    } else {
+        let client = pgchain::db::connect(&config.postgres.url).await?;
+        pgchain::db::check(&config, &client).await?
+    };
+    for p in &problems {
+        println!("{p}");
+    }
+    if problems.is_empty() {
+        println!(
+            "{}: {} pipeline(s) ok",
+            path.display(),
+            config.pipelines.len()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn render(config: &std::path::Path, check: bool) -> anyhow::Result<ExitCode> {
+    let config = load(config)?;
+    let migrations = &config.migrations_dir();
+    let rendered = match pgchain::render::render_all(&config, &config.templates_dir(), migrations) {
+        Ok(r) => r,
+        Err(problems) => {
+            for p in problems {
+                println!("{p}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let changed: Vec<_> = rendered.iter().filter(|r| r.changed).collect();
+    if check {
+        for r in &changed {
+            match &r.latest {
+                Some(path) => println!(
+                    "{}: the template `{}` or its variables changed since {}; run `pgchain render`",
+                    r.procedure,
+                    r.template,
+                    path.display()
+                ),
+                None => println!("{}: never rendered; run `pgchain render`", r.procedure),
+            }
+        }
+        if changed.is_empty() {
+            println!("{} procedure(s) up to date", rendered.len());
+            return Ok(ExitCode::SUCCESS);
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    let written =
+        pgchain::render::write_changed(&rendered, migrations).map_err(|e| anyhow::anyhow!(e))?;
+    for (path, r) in written.iter().zip(changed) {
+        println!("wrote {} ({})", path.display(), r.procedure);
+    }
+    if written.is_empty() {
+        println!(
+            "{} procedure(s) up to date; nothing written",
+            rendered.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_example(s: &str) -> Result<pgchain::init::Example, String> {
+    s.parse()
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", names.join(", "))
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -24,8 +24,9 @@ RUN apt-get update \
 
 WORKDIR /src
 
-# The whole context (filtered by .dockerignore): Cargo.toml, Cargo.lock, src/,
-# sql/ (migrations may be embedded at compile time) and build.rs if there is one.
+# The whole context (filtered by .dockerignore): Cargo.toml, Cargo.lock,
+# build.rs, src/, sql/, pipelines.yaml and examples/; build.rs embeds pgchain's
+# runtime (sql/pgchain/) and the example projects into the binary.
 COPY . .
 
 # Cache mounts keep the crate registry and target/ between builds, so a change

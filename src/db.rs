@@ -124,23 +124,6 @@ pub async fn migrate(url: &str, dir: &Path) -> anyhow::Result<Migrated> {
     })
 }
 
-/// A PostgreSQL error as a user needs it: message, detail, SQLSTATE.
-pub fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut s = db.message().to_string();
-            if let Some(d) = db.detail() {
-                s.push_str(&format!("; detail: {d}"));
-            }
-            if let Some(w) = db.where_() {
-                s.push_str(&format!("; at: {}", w.lines().next().unwrap_or(w)));
-            }
-            format!("{s} (SQLSTATE {})", db.code().code())
-        }
-        None => e.to_string(),
-    }
-}
-
 /// Checks that every step exists as a procedure taking one `inout jsonb`, and
 /// that pgchain's own schema is migrated. Returns every problem found.
 pub async fn check(

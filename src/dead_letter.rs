@@ -12,7 +12,7 @@
 //! The dead-letter record is the original key, value (a null stays null) and
 //! headers, byte for byte, followed by the headers in [`HEADERS`].
 
-use crate::backoff::Backoff;
+use crate::chain::Backoff;
 use crate::chain::{self, ChainError, ErrorClass};
 use deadpool_postgres::Pool;
 use rdkafka::ClientConfig;

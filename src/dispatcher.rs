@@ -1,15 +1,28 @@
 //! `Dispatcher`: config in, chains run, until `shutdown` resolves.
+//!
+//! It owns the partition tasks: the consumer's context reports each
+//! rebalance on a channel, and [`Partitions`] plans where assigned
+//! partitions start (from the ledger), starts a task per partition, and
+//! stops them on revocation and shutdown.
 
 use crate::config::Config;
-use crate::consume::{ChainConsumer, ChainContext, Shared, commit_sync};
+use crate::kafka::assign::Planner;
+use crate::kafka::context::{ChainConsumer, ChainContext, Rebalance, TopicPartition, commit_sync};
+use crate::kafka::partition::{PartitionWorker, Shared};
+use crate::ops::stats::Stats;
 use crate::route::Router;
-use crate::stats::Stats;
 use anyhow::Context;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::Consumer;
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::Weak;
 use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub struct Dispatcher {
@@ -26,7 +39,6 @@ impl Dispatcher {
         let producer =
             crate::dead_letter::producer(&config.kafka.brokers, &config.kafka_options())?;
         let shared = Arc::new(Shared {
-            handle: tokio::runtime::Handle::current(),
             pool,
             router: Arc::new(Router::new(&config)),
             group: config.kafka.group_id.clone(),
@@ -35,7 +47,6 @@ impl Dispatcher {
             producer,
             dead_letters: config.dead_letters.clone(),
             max_batch: config.postgres.max_batch,
-            start_from: config.kafka.start_from,
         });
         Ok(Dispatcher {
             config,
@@ -113,9 +124,9 @@ impl Dispatcher {
                 () = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
             match stats.snapshot().drain_state(&marks) {
-                crate::stats::DrainState::Done => break,
-                crate::stats::DrainState::Waiting => {}
-                crate::stats::DrainState::Stuck(why) => {
+                crate::ops::stats::DrainState::Done => break,
+                crate::ops::stats::DrainState::Waiting => {}
+                crate::ops::stats::DrainState::Stuck(why) => {
                     running.stop().await?;
                     anyhow::bail!("not drained: {}", why.join("; "));
                 }
@@ -159,7 +170,7 @@ impl Dispatcher {
             .await;
         }
         let recovery_stop = CancellationToken::new();
-        let monitor = Arc::new(crate::metrics::Monitor::new(
+        let monitor = Arc::new(crate::ops::metrics::Monitor::new(
             self.shared.stats.clone(),
             self.shared.pool.clone(),
             self.shared.group.clone(),
@@ -173,13 +184,13 @@ impl Dispatcher {
             let bound = listener.local_addr()?;
             let _ = self.http_addr.set(bound);
             tracing::info!(%bound, "serving /metrics, /healthz and /readyz");
-            side_tasks.push(tokio::spawn(crate::metrics::serve(
+            side_tasks.push(tokio::spawn(crate::ops::metrics::serve(
                 listener,
                 monitor.clone(),
                 recovery_stop.clone(),
             )));
         }
-        side_tasks.push(tokio::spawn(crate::alerts::watch(
+        side_tasks.push(tokio::spawn(crate::ops::alerts::watch(
             monitor,
             self.config.alerts.clone(),
             recovery_stop.clone(),
@@ -202,8 +213,24 @@ impl Dispatcher {
             }
             .run(recovery_stop.clone()),
         );
-        let consumer = Arc::new(self.consumer()?);
+        let (events, reports) = tokio::sync::mpsc::unbounded_channel();
+        let consumer = Arc::new(self.consumer(events)?);
         consumer.context().attach(&consumer);
+        let partitions_stop = CancellationToken::new();
+        let partitions = tokio::spawn(
+            Partitions {
+                shared: self.shared.clone(),
+                consumer: Arc::downgrade(&consumer),
+                planner: Planner {
+                    pool: self.shared.pool.clone(),
+                    group: self.shared.group.clone(),
+                    stats: self.shared.stats.clone(),
+                    start_from: self.config.kafka.start_from,
+                },
+                tasks: HashMap::new(),
+            }
+            .serve(reports, partitions_stop.clone()),
+        );
         let topics = self.config.topics();
         let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer
@@ -225,6 +252,9 @@ impl Dispatcher {
         tokio::task::spawn_blocking(move || poller.join())
             .await?
             .map_err(|_| anyhow::anyhow!("the poll thread panicked"))?;
+        // The consumer is closed: no rebalance can come any more.
+        partitions_stop.cancel();
+        let _ = partitions.await;
         recovery_stop.cancel();
         let _ = recovery.await;
         for t in side_tasks {
@@ -234,7 +264,10 @@ impl Dispatcher {
         Ok(())
     }
 
-    fn consumer(&self) -> anyhow::Result<ChainConsumer> {
+    fn consumer(
+        &self,
+        events: tokio::sync::mpsc::UnboundedSender<Rebalance>,
+    ) -> anyhow::Result<ChainConsumer> {
         let mut cc = ClientConfig::new();
         cc.set("auto.offset.reset", "earliest");
         for (k, v) in self.config.kafka_options() {
@@ -254,7 +287,7 @@ impl Dispatcher {
                     .to_string(),
             );
         // librdkafka echoes a rejected value, which may be a password.
-        cc.create_with_context(ChainContext::new(self.shared.clone()))
+        cc.create_with_context(ChainContext::new(events, self.shared.stats.clone()))
             .map_err(|e| {
                 anyhow::anyhow!(
                     "{} (in {})",
@@ -267,7 +300,7 @@ impl Dispatcher {
 
 /// What `run --until-drained` did.
 pub struct Drained {
-    pub snapshot: crate::stats::Snapshot,
+    pub snapshot: crate::ops::stats::Snapshot,
     pub elapsed: Duration,
     /// Parked events whose dependency has still not arrived.
     pub still_parked: u64,
@@ -331,7 +364,7 @@ fn poll_until(consumer: Arc<ChainConsumer>, stop: CancellationToken) {
             Some(Err(e)) => tracing::warn!("kafka: {e}"),
         }
     }
-    consumer.context().stop_workers(None);
+    consumer.context().stop_partitions(None);
     commit_sync(&consumer);
     // Dropping the last handle leaves the group (serving the final revoke).
     tracing::debug!(
@@ -340,4 +373,106 @@ fn poll_until(consumer: Arc<ChainConsumer>, stop: CancellationToken) {
     );
     drop(consumer);
     tracing::debug!("consumer closed");
+}
+
+/// The partition tasks, started and stopped as the consumer's context reports.
+struct Partitions {
+    shared: Arc<Shared>,
+    /// Weak: the poll thread's handle must be the last, so that dropping it
+    /// closes the consumer and leaves the group.
+    consumer: Weak<ChainConsumer>,
+    planner: Planner,
+    tasks: HashMap<TopicPartition, PartitionTask>,
+}
+
+struct PartitionTask {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Partitions {
+    async fn serve(mut self, mut reports: UnboundedReceiver<Rebalance>, stop: CancellationToken) {
+        loop {
+            let report = tokio::select! {
+                r = reports.recv() => r,
+                () = stop.cancelled() => None,
+            };
+            let Some(report) = report else { break };
+            match report {
+                Rebalance::Assign { parts, reply } => {
+                    let plan = match self.consumer.upgrade() {
+                        Some(consumer) => self.planner.plan(&consumer, parts).await,
+                        None => Default::default(),
+                    };
+                    let _ = reply.send(plan);
+                }
+                Rebalance::Assigned { queues } => {
+                    for (tp, queue) in queues {
+                        self.start(tp, queue);
+                    }
+                }
+                Rebalance::Revoke { parts, done } => {
+                    self.stop(parts).await;
+                    let _ = done.send(());
+                }
+            }
+        }
+        self.stop(None).await;
+    }
+
+    /// Starts the task that runs one partition's events, woken by librdkafka
+    /// when the partition's queue fills.
+    fn start(&mut self, tp: TopicPartition, mut queue: PartitionQueue<ChainContext>) {
+        let Some(consumer) = self.consumer.upgrade() else {
+            return;
+        };
+        let stop = CancellationToken::new();
+        let wake = Arc::new(Notify::new());
+        let waker = wake.clone();
+        queue.set_nonempty_callback(move || waker.notify_one());
+        let (topic, partition) = tp.clone();
+        let worker = PartitionWorker {
+            shared: self.shared.clone(),
+            consumer,
+            topic: topic.clone(),
+            partition,
+            stop: stop.clone(),
+        };
+        let stats = self.shared.stats.clone();
+        let inner = tokio::spawn(worker.run(queue, wake));
+        // A worker that panics must not leave its partition silently idle.
+        let task = tokio::spawn(async move {
+            if let Err(e) = inner.await {
+                tracing::error!(
+                    topic,
+                    partition,
+                    "partition worker crashed: {e}; restart pgchain"
+                );
+                stats.stuck(&topic, partition, format!("worker crashed: {e}"));
+            }
+        });
+        self.tasks.insert(tp, PartitionTask { stop, task });
+    }
+
+    /// Stops the tasks of `parts` (all when `None`) and waits for each to
+    /// finish the chain it is running.
+    async fn stop(&mut self, parts: Option<Vec<TopicPartition>>) {
+        let keys: Vec<TopicPartition> = match &parts {
+            Some(p) => p.clone(),
+            None => self.tasks.keys().cloned().collect(),
+        };
+        let stopped: Vec<PartitionTask> =
+            keys.iter().filter_map(|k| self.tasks.remove(k)).collect();
+        for t in &stopped {
+            t.stop.cancel();
+        }
+        for t in stopped {
+            let _ = t.task.await;
+        }
+        if let Some(parts) = parts {
+            for (topic, partition) in &parts {
+                self.shared.stats.revoked(topic, *partition);
+            }
+        }
+    }
 }

@@ -3,9 +3,9 @@
 
 use crate::config::Config;
 use crate::dead_letter::FILTER_SQL;
+use crate::ops::stats::Stats;
 use crate::recovery::{Redriver, Report, Scope};
 use crate::route::Router;
-use crate::stats::Stats;
 use anyhow::Context;
 use serde::Serialize;
 use std::sync::Arc;

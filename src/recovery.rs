@@ -12,11 +12,11 @@
 //! `dead_letters.recovery_interval`, and after (re)connecting; `pgchain dlq
 //! replay` runs one on demand.
 
-use crate::backoff::Backoff;
+use crate::chain::Backoff;
 use crate::chain::{self, ChainError, ErrorClass};
 use crate::dead_letter::{FILTER_SQL, Reason};
+use crate::ops::stats::Stats;
 use crate::route::{Message as RouteMessage, Routed, Router};
-use crate::stats::Stats;
 use deadpool_postgres::Pool;
 use futures::StreamExt;
 use serde::Serialize;

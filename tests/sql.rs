@@ -48,7 +48,7 @@ async fn every_runtime_behaviour_holds() {
         // Asserts must be live whatever the server's setting.
         let batch = format!("begin;\nset local plpgsql.check_asserts = on;\n{sql}\n;rollback;");
         if let Err(e) = client.batch_execute(&batch).await {
-            failed.push(format!("{name}: {}", pgchain::db::describe(&e)));
+            failed.push(format!("{name}: {}", pgchain::chain::describe(&e)));
             client.batch_execute("rollback").await.unwrap();
         }
     }

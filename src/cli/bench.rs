@@ -6,6 +6,7 @@
 //! without Kafka: once on one connection, and once on as many connections as
 //! pgchain has partitions (pgchain runs partitions in parallel).
 
+use crate::measure::{Figures, peak_rss_kib};
 use anyhow::Context;
 use pgchain::config::Config;
 use pgchain::dispatcher::Dispatcher;
@@ -67,35 +68,6 @@ begin
   on conflict (id) do update
      set name = excluded.name, version = excluded.version, source_ts_ms = excluded.source_ts_ms;
 end $$;";
-
-/// Throughput and latency of one contender.
-pub(crate) struct Figures {
-    pub(crate) events: usize,
-    pub(crate) elapsed: Duration,
-    pub(crate) latencies_us: Vec<u32>,
-}
-
-impl Figures {
-    fn rate(&self) -> f64 {
-        self.events as f64 / self.elapsed.as_secs_f64()
-    }
-
-    pub(crate) fn line(&self, name: &str) -> String {
-        let mut l = self.latencies_us.clone();
-        l.sort_unstable();
-        let pct = |p: f64| {
-            l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(0)
-        };
-        format!(
-            "{name:<34} {:>9.0} events/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
-            self.rate(),
-            pct(0.50) as f64 / 1000.0,
-            pct(0.99) as f64 / 1000.0
-        )
-    }
-}
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(rows) = args.verify_rows {
@@ -221,7 +193,8 @@ async fn through_pgchain(
     let running = Dispatcher::new(config)?.record_latencies().spawn();
     let stats = running.stats.clone();
     // The clock starts at the first applied event, after the group join.
-    let applied = |s: &pgchain::stats::Snapshot| s.pipelines.get("bench").map_or(0, |c| c.applied);
+    let applied =
+        |s: &pgchain::ops::stats::Snapshot| s.pipelines.get("bench").map_or(0, |c| c.applied);
     while applied(&stats.snapshot()) == 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -351,23 +324,6 @@ async fn child_peak_rss(
     let _ = std::fs::remove_file(&path);
     anyhow::ensure!(status.success(), "`pgchain run` exited with {status}");
     Ok(rss)
-}
-
-/// Peak resident set size (VmHWM) of a process (`self` or a pid), in KiB.
-pub(crate) fn peak_rss_kib(pid: &str) -> u64 {
-    proc_kib(&format!("/proc/{pid}/status"), "VmHWM:")
-}
-
-/// A `Name:  123 kB` line of a /proc file, in KiB (0 when not readable).
-pub(crate) fn proc_kib(path: &str, field: &str) -> u64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// `pgchain bench --verify-rows N`: a source and a target table of N rows

@@ -200,7 +200,7 @@ async fn run_example(
 
 async fn print_summary(
     url: &str,
-    snap: &pgchain::stats::Snapshot,
+    snap: &pgchain::ops::stats::Snapshot,
     tables: &[&str],
     joined: Duration,
     elapsed: Duration,

@@ -10,7 +10,7 @@
 //! each) and reports events/s and latency, with the peak memory of
 //! PostgreSQL and of pgchain.
 
-use crate::bench::Figures;
+use crate::measure::Figures;
 use pgchain::samples::Lcg;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -131,7 +131,7 @@ pub async fn run(url: &str, records: i64, events: usize, workers: usize) -> anyh
     println!(
         "peak memory: PostgreSQL {} MiB (proportional set size, all its processes), pgchain {} MiB",
         pg / 1024,
-        crate::bench::peak_rss_kib("self") / 1024
+        crate::measure::peak_rss_kib("self") / 1024
     );
     Ok(())
 }
@@ -394,7 +394,7 @@ fn pss_of_tree(parent: i32) -> u64 {
         };
         let ppid = parent_of(pid);
         if pid == parent || ppid == Some(parent) {
-            total += crate::bench::proc_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss:");
+            total += crate::measure::proc_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss:");
         }
     }
     total

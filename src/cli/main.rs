@@ -9,6 +9,8 @@ mod bench;
 mod demo;
 #[cfg(feature = "tools")]
 mod identity_bench;
+#[cfg(feature = "tools")]
+mod measure;
 
 use args::{FilterArgs, VerifyArgs};
 
@@ -193,11 +195,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Check { config, no_db } => check(&config, no_db).await,
         Command::Status { config, json } => {
-            let rows = pgchain::status::collect(&load(&config)?).await?;
+            let rows = pgchain::ops::status::collect(&load(&config)?).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                print!("{}", pgchain::status::table(&rows));
+                print!("{}", pgchain::ops::status::table(&rows));
             }
             Ok(ExitCode::SUCCESS)
         }

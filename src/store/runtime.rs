@@ -68,9 +68,9 @@ pub async fn apply(
         if current {
             continue;
         }
-        tx.batch_execute(sql)
-            .await
-            .map_err(|e| anyhow::anyhow!("pgchain runtime {path}: {}", crate::db::describe(&e)))?;
+        tx.batch_execute(sql).await.map_err(|e| {
+            anyhow::anyhow!("pgchain runtime {path}: {}", crate::chain::describe(&e))
+        })?;
         tx.execute(
             "insert into pgchain.runtime_history (file, checksum, pgchain_version)
              values ($1, md5($2), $3)

@@ -8,7 +8,7 @@ pub mod proxy;
 use pgchain::config::Config;
 use pgchain::dispatcher::{Background, Dispatcher};
 use pgchain::kafka::{self, Record};
-use pgchain::stats::Stats;
+use pgchain::ops::stats::Stats;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use std::path::Path;
@@ -278,7 +278,7 @@ impl Running {
     }
 
     /// Waits until `cond` holds on the stats (panics after 60 s).
-    pub async fn until(&self, what: &str, cond: impl Fn(&pgchain::stats::Snapshot) -> bool) {
+    pub async fn until(&self, what: &str, cond: impl Fn(&pgchain::ops::stats::Snapshot) -> bool) {
         let start = std::time::Instant::now();
         while !cond(&self.stats.snapshot()) {
             assert!(
@@ -290,7 +290,7 @@ impl Running {
         }
     }
 
-    pub async fn stop(self) -> pgchain::stats::Snapshot {
+    pub async fn stop(self) -> pgchain::ops::stats::Snapshot {
         self.background.stop().await.expect("dispatcher run");
         self.stats.snapshot()
     }

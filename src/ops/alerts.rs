@@ -7,7 +7,7 @@
 //! resolved message follows when it clears.
 
 use crate::config::Alerts;
-use crate::metrics::{Monitor, Stuck, stuck_longer_than};
+use crate::ops::metrics::{Monitor, Stuck, stuck_longer_than};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! collector), so the dispatcher counts each thing once; latency histograms
 //! are observed as chains run. The exposition format is prometheus-client's.
 
-use crate::stats::Stats;
+use crate::ops::stats::Stats;
 use deadpool_postgres::Pool;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -140,7 +140,7 @@ pub struct Stuck {
 }
 
 /// Partitions stopped, or retrying without progress, for longer than `after`.
-pub fn stuck_longer_than(snap: &crate::stats::Snapshot, after: Duration) -> Vec<Stuck> {
+pub fn stuck_longer_than(snap: &crate::ops::stats::Snapshot, after: Duration) -> Vec<Stuck> {
     let now = Instant::now();
     let mut out: Vec<Stuck> = snap
         .blocked_since
@@ -163,7 +163,7 @@ pub fn stuck_longer_than(snap: &crate::stats::Snapshot, after: Duration) -> Vec<
 }
 
 /// Reads one count of a pipeline.
-type Count = fn(&crate::stats::PipelineCounts) -> u64;
+type Count = fn(&crate::ops::stats::PipelineCounts) -> u64;
 
 #[derive(Debug)]
 struct StatsCollector {

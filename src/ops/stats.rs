@@ -1,7 +1,7 @@
 //! What the dispatcher has done so far: counts per pipeline, how far each
 //! partition has got, what is stuck, and latency histograms. The demo prints
 //! it, tests and the drain check read it, and `/metrics` and `/readyz`
-//! (see [`crate::metrics`]) serve it.
+//! (see [`crate::ops::metrics`]) serve it.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;

@@ -1,7 +1,7 @@
 //! Small Kafka helpers for the demo, the benchmark and tests: producing
 //! records and reading high watermarks to know when topics are drained.
 
-use crate::stats::Stats;
+use crate::ops::stats::Stats;
 use anyhow::Context;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -12,9 +12,9 @@
 //! partition.
 
 use crate::chain::{self, ChainError, ErrorClass, Failure, Outcome};
-use crate::consume::{ChainConsumer, ChainContext, Shared};
 use crate::dead_letter::{self, Class, DeadLetter, Recorded, Status};
 use crate::event::ChangeEvent;
+use crate::kafka::context::{ChainConsumer, ChainContext};
 use crate::route::{Message as RouteMessage, Route, RouteError, Routed};
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::Consumer;
@@ -26,6 +26,21 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, warn};
+
+/// What every partition task shares.
+pub struct Shared {
+    pub pool: deadpool_postgres::Pool,
+    pub router: Arc<crate::route::Router>,
+    pub group: String,
+    pub stats: crate::ops::stats::Stats,
+    /// Retry settings for pgchain's own writes (dead letters).
+    pub retries_default: crate::config::Retries,
+    /// Producer of dead-letter records.
+    pub producer: rdkafka::producer::FutureProducer,
+    pub dead_letters: crate::config::DeadLetters,
+    /// Most events of one partition run in one transaction.
+    pub max_batch: usize,
+}
 
 pub(crate) struct PartitionWorker {
     pub(crate) shared: Arc<Shared>,

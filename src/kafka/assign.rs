@@ -1,0 +1,239 @@
+//! Where assigned partitions start: after the ledger's position, checked
+//! against the log, or where `kafka.start_from` says for a partition the
+//! ledger does not know. The dispatcher asks this on every assignment and
+//! answers the consumer's context with the [`Plan`].
+
+use crate::chain::Backoff;
+use crate::config::StartFrom;
+use crate::kafka::context::{ChainConsumer, Plan, TopicPartition};
+use crate::ops::stats::Stats;
+use deadpool_postgres::Pool;
+use rdkafka::consumer::Consumer;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{error, info, warn};
+
+/// What the planner reads and where it reports.
+#[derive(Clone)]
+pub struct Planner {
+    pub pool: Pool,
+    pub group: String,
+    pub stats: Stats,
+    pub start_from: StartFrom,
+}
+
+impl Planner {
+    /// The plan for `parts`: the ledger is read here, on the runtime; the
+    /// broker questions (watermarks, committed offsets) on a blocking thread.
+    pub async fn plan(&self, consumer: &Arc<ChainConsumer>, parts: Vec<TopicPartition>) -> Plan {
+        let Some(positions) = self.applied_positions(&parts).await else {
+            // Kafka's committed offsets, as librdkafka would start.
+            for (topic, partition) in &parts {
+                info!(topic, partition, "partition assigned");
+                self.stats.assigned(topic, *partition, None);
+            }
+            return Plan::default();
+        };
+        let (planner, consumer) = (self.clone(), consumer.clone());
+        tokio::task::spawn_blocking(move || planner.decide(&consumer, &parts, &positions))
+            .await
+            .unwrap_or_default()
+    }
+
+    fn decide(
+        &self,
+        base: &ChainConsumer,
+        parts: &[TopicPartition],
+        positions: &HashMap<TopicPartition, i64>,
+    ) -> Plan {
+        let mut plan = Plan::default();
+        let mut unknown = Vec::new();
+        for (topic, partition) in parts {
+            let tp = (topic.clone(), *partition);
+            match positions.get(&tp) {
+                Some(pos) => {
+                    plan.offsets.push((tp.clone(), Offset::Offset(pos + 1)));
+                    if let Some(why) = ledger_misfit(base, topic, *partition, *pos) {
+                        error!(topic, partition, "partition stopped: {why}");
+                        self.stats.stuck(topic, *partition, why.clone());
+                        plan.stopped.push((tp, why));
+                    }
+                }
+                None => unknown.push(tp),
+            }
+        }
+        if !unknown.is_empty() {
+            self.start_unknown(base, &mut plan, &unknown);
+        }
+        for (topic, partition) in parts {
+            if plan
+                .stopped
+                .iter()
+                .any(|((t, p), _)| t == topic && p == partition)
+            {
+                continue;
+            }
+            let applied = positions.get(&(topic.clone(), *partition)).copied();
+            info!(topic, partition, resume_after = ?applied, "partition assigned");
+            self.stats
+                .assigned(topic, *partition, applied.map(|a| a + 1));
+        }
+        plan
+    }
+
+    /// Sets where partitions without a ledger row start (`kafka.start_from`),
+    /// and says so once per partition with the offsets involved: a group
+    /// Kafka already knows must not silently skip what this database never
+    /// applied.
+    fn start_unknown(&self, base: &ChainConsumer, plan: &mut Plan, unknown: &[TopicPartition]) {
+        let mut ask = TopicPartitionList::new();
+        for (t, p) in unknown {
+            ask.add_partition(t, *p);
+        }
+        let committed = base.committed_offsets(ask, Duration::from_secs(10));
+        let start_from = self.start_from;
+        for (topic, partition) in unknown {
+            let kafka = match &committed {
+                Ok(c) => match c.find_partition(topic, *partition).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                },
+                Err(e) => {
+                    warn!(
+                        topic,
+                        partition, "cannot read the group's committed offset: {e}"
+                    );
+                    None
+                }
+            };
+            let (low, high) = base
+                .fetch_watermarks(topic, *partition, Duration::from_secs(5))
+                .map_or((None, None), |(l, h)| (Some(l), Some(h)));
+            let (offset, next, from) = match start_from {
+                StartFrom::LedgerOrEarliest => (Offset::Beginning, low, "the earliest offset"),
+                StartFrom::KafkaCommit => match kafka {
+                    Some(o) => (Offset::Offset(o), Some(o), "Kafka's committed offset"),
+                    None => (
+                        Offset::Beginning,
+                        low,
+                        "the earliest offset (no committed offset)",
+                    ),
+                },
+                StartFrom::Latest => (Offset::End, high, "the end of the partition"),
+            };
+            plan.offsets.push(((topic.clone(), *partition), offset));
+            // A partition with nothing to apply from here (at its end, or
+            // emptied by retention) is caught up before any event arrives.
+            if let (Some(n), Some(h)) = (next, high)
+                && n >= h
+            {
+                self.stats.assigned(topic, *partition, Some(n));
+            }
+            let skipped = match (start_from, kafka, low) {
+                (StartFrom::KafkaCommit, Some(k), Some(l)) if k > l => {
+                    format!(
+                        "; offsets {l} to {} are not applied by this database",
+                        k - 1
+                    )
+                }
+                _ => String::new(),
+            };
+            let show = |o: Option<i64>| o.map_or("none".to_string(), |o| o.to_string());
+            info!(
+                topic,
+                partition,
+                start_from = start_from.as_str(),
+                "{topic}/{partition}: the ledger has no position for group {} (Kafka's committed offset: {}; log {}..{}): \
+                 starting from {from}{skipped}",
+                self.group,
+                show(kafka),
+                show(low),
+                show(high),
+            );
+        }
+    }
+
+    /// Applied positions from the ledger. The database is retried for about
+    /// 15 s (the rebalance callback waits for this); if it stays away,
+    /// Kafka's committed offsets are used. Those are ahead of the ledger only
+    /// by skipped tombstones, which ran nothing, so the ledger still skips
+    /// whatever was applied.
+    async fn applied_positions(
+        &self,
+        parts: &[TopicPartition],
+    ) -> Option<HashMap<TopicPartition, i64>> {
+        let shared = self;
+        let lookup = || async {
+            let client = shared.pool.get().await.map_err(|e| e.to_string())?;
+            let topics: Vec<&str> = parts.iter().map(|(t, _)| t.as_str()).collect();
+            let partitions: Vec<i32> = parts.iter().map(|(_, p)| *p).collect();
+            let rows = client
+                .query(
+                    "select o.topic, o.partition, o.applied_through from pgchain.offsets o
+                      join unnest($2::text[], $3::int[]) as a(topic, partition)
+                        on a.topic = o.topic and a.partition = o.partition
+                     where o.group_id = $1",
+                    &[&shared.group, &topics, &partitions],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(
+                rows.iter()
+                    .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+                    .collect(),
+            )
+        };
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        for attempt in 1..=3 {
+            match tokio::time::timeout(Duration::from_secs(4), lookup()).await {
+                Ok(Ok(map)) => return Some(map),
+                Ok(Err(e)) => warn!(attempt, "cannot read applied positions: {e}"),
+                Err(_) => warn!(attempt, "reading applied positions timed out"),
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+        warn!(
+            "resuming from Kafka's committed offsets; the ledger will skip what was already applied"
+        );
+        None
+    }
+}
+
+/// Why the ledger's position does not fit the partition's log, if it does not:
+/// past its end (the topic was recreated, or a database restored from another
+/// cluster), or before its start (retention deleted events never applied).
+fn ledger_misfit(
+    base: &ChainConsumer,
+    topic: &str,
+    partition: i32,
+    applied: i64,
+) -> Option<String> {
+    let (low, high) = match base.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
+        Ok(marks) => marks,
+        Err(e) => {
+            warn!(
+                topic,
+                partition, "cannot read watermarks to check the ledger: {e}"
+            );
+            return None;
+        }
+    };
+    if applied + 1 > high {
+        Some(format!(
+            "pgchain.offsets says offset {applied} is applied, but the partition ends at {high}; \
+             was the topic recreated? Delete the ledger row for this group, topic and partition to start over"
+        ))
+    } else if applied + 1 < low {
+        Some(format!(
+            "offsets {} to {} were deleted by retention before pgchain applied them; \
+             re-snapshot the source, then set the ledger row to {}",
+            applied + 1,
+            low - 1,
+            low - 1
+        ))
+    } else {
+        None
+    }
+}

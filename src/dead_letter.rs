@@ -1,5 +1,5 @@
-//! The dead-letter path: the `pgchain.dead_letters` table and the
-//! dead-letter topic.
+//! The dead-letter path, on the Kafka side: the dead-letter topic. Its
+//! table's statements are in [`crate::store::dead_letters`].
 //!
 //! An event leaves its partition's way in three moves, each retried until it
 //! works: (1) its row is written and the ledger moves past its offset, in one
@@ -13,7 +13,8 @@
 //! headers, byte for byte, followed by the headers in [`HEADERS`].
 
 use crate::chain::Backoff;
-use crate::chain::{self, ChainError, ErrorClass};
+use crate::chain::ChainError;
+use crate::store::dead_letters::{Class, DeadLetter, Reason, Status, mark_published};
 use deadpool_postgres::Pool;
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
@@ -45,71 +46,6 @@ pub const HEADERS: &[(&str, &str)] = &[
     ("pgchain.awaits", "the key a parked event waits for"),
     ("pgchain.id", "id in pgchain.dead_letters"),
 ];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// Waits for a missing dependency (or behind an event that does).
-    Parked,
-    /// Failed for good until replayed.
-    Dead,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Parked => "parked",
-            Status::Dead => "dead",
-        }
-    }
-}
-
-/// Why an event left its partition's way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    /// A step raised PGW01 after its retries.
-    Dependency,
-    /// An earlier event of its key is parked.
-    Queued,
-    /// The chain failed on it after its retries.
-    Data,
-    Undecodable,
-    Unroutable,
-}
-
-impl Class {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Class::Dependency => "dependency",
-            Class::Queued => "queued",
-            Class::Data => "data",
-            Class::Undecodable => "undecodable",
-            Class::Unroutable => "unroutable",
-        }
-    }
-}
-
-/// One event that leaves its partition: the original message and why.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    pub pipeline: Option<String>,
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub timestamp: Option<i64>,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
-    /// The event's key, for parking later events of the same key behind it.
-    pub entity_key: Option<serde_json::Value>,
-    pub status: Status,
-    pub class: Class,
-    pub step: Option<String>,
-    pub sqlstate: Option<String>,
-    pub message: String,
-    pub awaits: Option<String>,
-    pub attempts: i32,
-    pub dlq_topic: String,
-}
 
 impl DeadLetter {
     /// The original message of `msg`, without the reason yet.
@@ -155,108 +91,6 @@ impl DeadLetter {
         self.attempts = attempts.min(i32::MAX as u32) as i32;
         self
     }
-}
-
-/// How a chain error that gave up is recorded, on first failure and on a
-/// failed replay alike.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reason {
-    pub status: Status,
-    pub class: Class,
-    /// The error message, with its DETAIL unless DETAIL is the awaited key.
-    pub message: String,
-    /// The key a parked event waits for (PGW01's DETAIL).
-    pub awaits: Option<String>,
-}
-
-impl Reason {
-    pub fn of(e: &ChainError) -> Reason {
-        if e.class == ErrorClass::DependencyMissing {
-            Reason {
-                status: Status::Parked,
-                class: Class::Dependency,
-                message: e.message.clone(),
-                awaits: e.detail.clone(),
-            }
-        } else {
-            Reason {
-                status: Status::Dead,
-                class: Class::Data,
-                message: match &e.detail {
-                    Some(d) => format!("{}; detail: {d}", e.message),
-                    None => e.message.clone(),
-                },
-                awaits: None,
-            }
-        }
-    }
-}
-
-/// Narrows `pgchain.dead_letters` by the filters of `pgchain dlq` and of a
-/// recovery pass: $2 ids (bigint[]), $3 pipeline, $4 status, $5 first
-/// failed more than this many seconds ago; a null parameter takes all.
-pub const FILTER_SQL: &str = "($2::bigint[] is null or id = any($2))
-    and ($3::text is null or pipeline = $3)
-    and ($4::text is null or status = $4)
-    and ($5::float8 is null or first_failed_at < now() - make_interval(secs => $5))";
-
-/// What [`record`] found or wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
-    /// The row (new, or written before this redelivery).
-    Row { id: i64, published: bool },
-    /// A queued event whose parked predecessors were replayed meanwhile:
-    /// nothing was written; run the event instead.
-    AheadGone,
-}
-
-/// Writes the row and moves the ledger past the offset, in one transaction.
-pub async fn record(pool: &Pool, group: &str, dl: &DeadLetter) -> Result<Recorded, ChainError> {
-    let client = pool.get().await.map_err(chain::pool_error)?;
-    let stmt = client
-        .prepare_cached(
-            "call pgchain.dead_letter($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, null, null)",
-        )
-        .await
-        .map_err(|e| chain::db_error(&e))?;
-    let names: Vec<&str> = dl.headers.iter().map(|(k, _)| k.as_str()).collect();
-    let values: Vec<Option<&[u8]>> = dl.headers.iter().map(|(_, v)| v.as_deref()).collect();
-    let row = client
-        .query_one(
-            &stmt,
-            &[
-                &group,
-                &dl.pipeline,
-                &dl.topic,
-                &dl.partition,
-                &dl.offset,
-                &dl.timestamp,
-                &dl.key,
-                &dl.value,
-                &names,
-                &values,
-                &dl.entity_key,
-                &dl.status.as_str(),
-                &dl.class.as_str(),
-                &dl.step,
-                &dl.sqlstate,
-                &dl.message,
-                &dl.awaits,
-                &dl.attempts,
-                &dl.dlq_topic,
-            ],
-        )
-        .await
-        .map_err(|e| chain::db_error(&e))?;
-    let id: Option<i64> = row.get(0);
-    let published: Option<bool> = row.get(1);
-    Ok(match id {
-        Some(id) => Recorded::Row {
-            id,
-            published: published.unwrap_or(false),
-        },
-        None => Recorded::AheadGone,
-    })
 }
 
 /// The producer of dead-letter records: idempotent, every replica acks.
@@ -324,18 +158,6 @@ pub async fn publish(producer: &FutureProducer, id: i64, dl: &DeadLetter) -> Res
         .map_err(|(e, _)| format!("dead-letter topic `{}`: {e}", dl.dlq_topic))
 }
 
-pub async fn mark_published(pool: &Pool, id: i64) -> Result<(), ChainError> {
-    let client = pool.get().await.map_err(chain::pool_error)?;
-    client
-        .execute(
-            "update pgchain.dead_letters set published_at = now() where id = $1",
-            &[&id],
-        )
-        .await
-        .map_err(|e| chain::db_error(&e))?;
-    Ok(())
-}
-
 /// Publishes row `id` and marks it, retrying both until they work or `stop`
 /// fires (false).
 pub async fn publish_until_done(
@@ -366,68 +188,6 @@ pub async fn publish_until_done(
         }
     }
     true
-}
-
-/// Rows of one partition written but not yet acknowledged by the topic
-/// (a crash came between), oldest first.
-pub async fn unpublished(
-    pool: &Pool,
-    group: &str,
-    topic: &str,
-    partition: i32,
-) -> Result<Vec<(i64, DeadLetter)>, ChainError> {
-    let client = pool.get().await.map_err(chain::pool_error)?;
-    let rows = client
-        .query(
-            "select id, pipeline, kafka_offset, kafka_timestamp, msg_key, msg_value,
-                    header_names, header_values, entity_key, status, error_class,
-                    failing_step, sqlstate, error_message, awaits, attempts, dlq_topic
-               from pgchain.dead_letters
-              where group_id = $1 and topic = $2 and partition = $3 and published_at is null
-              order by id",
-            &[&group, &topic, &partition],
-        )
-        .await
-        .map_err(|e| chain::db_error(&e))?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let names: Vec<String> = r.get(6);
-            let values: Vec<Option<Vec<u8>>> = r.get(7);
-            let status: String = r.get(9);
-            let class: String = r.get(10);
-            let dl = DeadLetter {
-                pipeline: r.get(1),
-                topic: topic.to_string(),
-                partition,
-                offset: r.get(2),
-                timestamp: r.get(3),
-                key: r.get(4),
-                value: r.get(5),
-                headers: names.into_iter().zip(values).collect(),
-                entity_key: r.get(8),
-                status: if status == "parked" {
-                    Status::Parked
-                } else {
-                    Status::Dead
-                },
-                class: match class.as_str() {
-                    "dependency" => Class::Dependency,
-                    "queued" => Class::Queued,
-                    "undecodable" => Class::Undecodable,
-                    "unroutable" => Class::Unroutable,
-                    _ => Class::Data,
-                },
-                step: r.get(11),
-                sqlstate: r.get(12),
-                message: r.get(13),
-                awaits: r.get(14),
-                attempts: r.get(15),
-                dlq_topic: r.get(16),
-            };
-            (r.get(0), dl)
-        })
-        .collect())
 }
 
 /// Creates the dead-letter topics of `topics` that do not exist yet, each

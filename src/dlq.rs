@@ -2,12 +2,11 @@
 //! consumer group.
 
 use crate::config::Config;
-use crate::dead_letter::FILTER_SQL;
 use crate::ops::stats::Stats;
 use crate::recovery::{Redriver, Report, Scope};
 use crate::route::Router;
+use crate::store::dead_letters::Selection;
 use anyhow::Context;
-use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,12 +45,14 @@ impl Filter {
         }
     }
 
-    /// `$2` (ids) and `$5` (age in seconds) of [`FILTER_SQL`]; null when unset.
-    fn sql_params(&self) -> (Option<Vec<i64>>, Option<f64>) {
-        (
-            (!self.ids.is_empty()).then(|| self.ids.clone()),
-            self.older_than.map(|d| d.as_secs_f64()),
-        )
+    /// The rows this filter takes.
+    fn selection(&self) -> Selection {
+        Selection {
+            ids: (!self.ids.is_empty()).then(|| self.ids.clone()),
+            pipeline: self.pipeline.clone(),
+            status: self.status.clone(),
+            older_than: self.older_than,
+        }
     }
 
     fn scope(&self) -> Scope {
@@ -65,77 +66,14 @@ impl Filter {
     }
 }
 
-/// One dead letter as `dlq list` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Entry {
-    pub id: i64,
-    pub status: String,
-    pub class: String,
-    pub pipeline: Option<String>,
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub step: Option<String>,
-    pub sqlstate: Option<String>,
-    pub error: String,
-    pub awaits: Option<String>,
-    pub attempts: i32,
-    pub replays: i32,
-    pub first_failed_at: String,
-    pub last_failed_at: String,
-    pub published: bool,
-    pub resolution: Option<String>,
-}
+pub use crate::store::dead_letters::Entry;
 
 pub async fn list(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Entry>> {
     filter.check_status(false)?;
     let client = crate::db::connect(&config.postgres.url).await?;
-    let (ids, older) = filter.sql_params();
-    let sql = format!(
-        "select id, status, error_class, pipeline, topic, partition, kafka_offset,
-                failing_step, sqlstate, error_message, awaits, attempts, replays,
-                to_char(first_failed_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                to_char(last_failed_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                published_at is not null, resolution
-           from pgchain.dead_letters
-          where group_id = $1 and {FILTER_SQL}
-          order by id"
-    );
-    let rows = client
-        .query(
-            &sql,
-            &[
-                &config.kafka.group_id,
-                &ids,
-                &filter.pipeline,
-                &filter.status,
-                &older,
-            ],
-        )
+    crate::store::dead_letters::list(&client, &config.kafka.group_id, &filter.selection())
         .await
-        .context("cannot read pgchain.dead_letters; is the database migrated?")?;
-    Ok(rows
-        .iter()
-        .map(|r| Entry {
-            id: r.get(0),
-            status: r.get(1),
-            class: r.get(2),
-            pipeline: r.get(3),
-            topic: r.get(4),
-            partition: r.get(5),
-            offset: r.get(6),
-            step: r.get(7),
-            sqlstate: r.get(8),
-            error: r.get(9),
-            awaits: r.get(10),
-            attempts: r.get(11),
-            replays: r.get(12),
-            first_failed_at: r.get(13),
-            last_failed_at: r.get(14),
-            published: r.get(15),
-            resolution: r.get(16),
-        })
-        .collect())
+        .context("cannot read pgchain.dead_letters; is the database migrated?")
 }
 
 pub fn table(entries: &[Entry]) -> String {
@@ -213,28 +151,12 @@ pub async fn discard(
         anyhow::bail!("--reason must say why (it is kept with the dead letter)");
     }
     let client = crate::db::connect(&config.postgres.url).await?;
-    let (ids, older) = filter.sql_params();
-    let sql = format!(
-        "update pgchain.dead_letters
-            set status = 'discarded', resolved_at = now(), resolution = $6
-          where group_id = $1 and status in ('parked', 'dead') and {FILTER_SQL}
-         returning id"
-    );
-    let rows = client
-        .query(
-            &sql,
-            &[
-                &config.kafka.group_id,
-                &ids,
-                &filter.pipeline,
-                &filter.status,
-                &older,
-                &reason,
-            ],
-        )
-        .await
-        .context("cannot update pgchain.dead_letters; is the database migrated?")?;
-    let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-    ids.sort();
-    Ok(ids)
+    crate::store::dead_letters::discard(
+        &client,
+        &config.kafka.group_id,
+        &filter.selection(),
+        reason,
+    )
+    .await
+    .context("cannot update pgchain.dead_letters; is the database migrated?")
 }

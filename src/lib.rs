@@ -8,7 +8,7 @@
 //!   error classes, retries, and the one backoff of every retry loop.
 //! - [`kafka`]: the Kafka side: the consumer's context (reports rebalances),
 //!   where partitions start, one partition's task, client helpers.
-//! - [`dead_letter`]: the dead-letter table and topic; [`recovery`]: re-driving
+//! - [`dead_letter`]: the dead-letter topic; [`recovery`]: re-driving
 //!   parked and dead events (on `pgchain.provide`, periodically, on demand).
 //! - [`ops`]: operations: stats, `/metrics` and health, alerts, `pgchain status`.
 //! - [`dispatcher`]: puts them together until shutdown; owns the partition tasks.
@@ -16,7 +16,8 @@
 //! - [`verify`]: `pgchain verify`: source vs target by key ranges, `--repair`.
 //! - [`render`]: `pgchain render`; [`init`]: `pgchain init`; [`embedded`]:
 //!   the runtime, templates and examples built into the binary; [`store`]:
-//!   pgchain's own SQL in the database.
+//!   every statement against pgchain's own tables (runtime, dead letters,
+//!   ledger).
 //! - `samples` (feature `tools`, on by default): deterministic change events
 //!   of the examples, for the demo, the benchmarks and tests.
 //!

@@ -14,9 +14,9 @@
 
 use crate::chain::Backoff;
 use crate::chain::{self, ChainError, ErrorClass};
-use crate::dead_letter::{FILTER_SQL, Reason};
 use crate::ops::stats::Stats;
 use crate::route::{Message as RouteMessage, Routed, Router};
+use crate::store::dead_letters::{self, Candidate, Selection};
 use deadpool_postgres::Pool;
 use futures::StreamExt;
 use serde::Serialize;
@@ -68,18 +68,6 @@ pub struct Redriver {
     pub stats: Stats,
 }
 
-struct Row {
-    id: i64,
-    pipeline: Option<String>,
-    topic: String,
-    partition: i32,
-    offset: i64,
-    timestamp: Option<i64>,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    entity: Option<(Option<String>, serde_json::Value)>,
-}
-
 impl Redriver {
     /// One pass over the rows in `scope`. A transient error ends the pass
     /// early (the rows stay as they were, for the next one).
@@ -129,59 +117,25 @@ impl Redriver {
         Ok(report)
     }
 
-    async fn candidates(&self, scope: &Scope) -> Result<Vec<Row>, ChainError> {
-        let client = self.pool.get().await.map_err(chain::pool_error)?;
-        let older = scope.older_than.map(|d| d.as_secs_f64());
-        let sql = format!(
-            "select id, pipeline, topic, partition, kafka_offset, kafka_timestamp,
-                    msg_key, msg_value, entity_key
-               from pgchain.dead_letters d
-              where group_id = $1 and status in ('parked', 'dead')
-                and {FILTER_SQL}
-                and ($6::int is null or replays < $6)
-                and ($7::text is null or (status = 'parked' and (awaits = $7
-                     or (entity_key is not null and (pipeline, entity_key) in
-                         (select pipeline, entity_key from pgchain.dead_letters
-                           where group_id = $1 and status = 'parked' and awaits = $7)))))
-              order by id"
-        );
-        let rows = client
-            .query(
-                &sql,
-                &[
-                    &self.group,
-                    &scope.ids,
-                    &scope.pipeline,
-                    &scope.status,
-                    &older,
-                    &scope.max_replays,
-                    &scope.awaiting,
-                ],
-            )
-            .await
-            .map_err(|e| chain::db_error(&e))?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let pipeline: Option<String> = r.get(1);
-                let entity: Option<serde_json::Value> = r.get(8);
-                Row {
-                    id: r.get(0),
-                    entity: entity.map(|e| (pipeline.clone(), e)),
-                    pipeline,
-                    topic: r.get(2),
-                    partition: r.get(3),
-                    offset: r.get(4),
-                    timestamp: r.get(5),
-                    key: r.get(6),
-                    value: r.get(7),
-                }
-            })
-            .collect())
+    async fn candidates(&self, scope: &Scope) -> Result<Vec<Candidate>, ChainError> {
+        let sel = Selection {
+            ids: scope.ids.clone(),
+            pipeline: scope.pipeline.clone(),
+            status: scope.status.clone(),
+            older_than: scope.older_than,
+        };
+        dead_letters::candidates(
+            &self.pool,
+            &self.group,
+            &sel,
+            scope.max_replays,
+            scope.awaiting.as_deref(),
+        )
+        .await
     }
 
     /// Runs one row through its chain; the status `pgchain.replay` reports.
-    async fn replay(&self, row: &Row, resolution: &str) -> Result<String, ChainError> {
+    async fn replay(&self, row: &Candidate, resolution: &str) -> Result<String, ChainError> {
         let msg = RouteMessage {
             topic: &row.topic,
             partition: row.partition,
@@ -223,28 +177,7 @@ impl Redriver {
 
     /// Records a failed replay: parked again on PGW01, dead otherwise.
     async fn failed_again(&self, id: i64, e: &ChainError) -> Result<(), ChainError> {
-        let r = Reason::of(e);
-        let client = self.pool.get().await.map_err(chain::pool_error)?;
-        client
-            .execute(
-                "update pgchain.dead_letters
-                    set replays = replays + 1, last_failed_at = now(),
-                        status = $2, error_class = $3, awaits = $4,
-                        failing_step = $5, sqlstate = $6, error_message = $7
-                  where id = $1 and status in ('parked', 'dead')",
-                &[
-                    &id,
-                    &r.status.as_str(),
-                    &r.class.as_str(),
-                    &r.awaits,
-                    &e.step,
-                    &e.sqlstate,
-                    &r.message,
-                ],
-            )
-            .await
-            .map_err(|e| chain::db_error(&e))?;
-        Ok(())
+        dead_letters::failed_again(&self.pool, id, e).await
     }
 }
 

@@ -167,23 +167,9 @@ impl Planner {
         let shared = self;
         let lookup = || async {
             let client = shared.pool.get().await.map_err(|e| e.to_string())?;
-            let topics: Vec<&str> = parts.iter().map(|(t, _)| t.as_str()).collect();
-            let partitions: Vec<i32> = parts.iter().map(|(_, p)| *p).collect();
-            let rows = client
-                .query(
-                    "select o.topic, o.partition, o.applied_through from pgchain.offsets o
-                      join unnest($2::text[], $3::int[]) as a(topic, partition)
-                        on a.topic = o.topic and a.partition = o.partition
-                     where o.group_id = $1",
-                    &[&shared.group, &topics, &partitions],
-                )
+            crate::store::ledger::applied(&client, &shared.group, parts)
                 .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>(
-                rows.iter()
-                    .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-                    .collect(),
-            )
+                .map_err(|e| e.to_string())
         };
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         for attempt in 1..=3 {

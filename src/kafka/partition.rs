@@ -12,10 +12,11 @@
 //! partition.
 
 use crate::chain::{self, ChainError, ErrorClass, Failure, Outcome};
-use crate::dead_letter::{self, Class, DeadLetter, Recorded, Status};
+use crate::dead_letter;
 use crate::event::ChangeEvent;
 use crate::kafka::context::{ChainConsumer, ChainContext};
 use crate::route::{Message as RouteMessage, Route, RouteError, Routed};
+use crate::store::dead_letters::{self as rows, Class, DeadLetter, Recorded, Status};
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::Consumer;
 use rdkafka::consumer::base_consumer::PartitionQueue;
@@ -142,7 +143,7 @@ impl PartitionWorker {
             &transient_only(&shared.retries_default),
             &self.stop,
             |_, _| {},
-            || dead_letter::unpublished(&shared.pool, &shared.group, &self.topic, self.partition),
+            || rows::unpublished(&shared.pool, &shared.group, &self.topic, self.partition),
         )
         .await;
         let Ok(pending) = pending else {
@@ -447,7 +448,7 @@ impl PartitionWorker {
             &transient_only(&shared.retries_default),
             &self.stop,
             |_, _| shared.stats.retried(),
-            || dead_letter::record(&shared.pool, &shared.group, &dl),
+            || rows::record(&shared.pool, &shared.group, &dl),
         )
         .await;
         let (id, published) = match recorded {

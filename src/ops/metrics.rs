@@ -112,18 +112,15 @@ impl Monitor {
     /// Reads the open dead letters of the group into the gauge.
     pub async fn refresh_dead_letters(&self) -> Result<BTreeMap<(String, String), i64>, String> {
         let client = self.pool.get().await.map_err(|e| e.to_string())?;
-        let rows = client
-            .query(
-                "select coalesce(pipeline, '-'), status, count(*) from pgchain.dead_letters
-                  where group_id = $1 and status in ('parked', 'dead') group by 1, 2",
-                &[&self.group],
-            )
+        let open = crate::store::dead_letters::open_counts(&client, &self.group)
             .await
             .map_err(|e| e.to_string())?;
-        let map: BTreeMap<(String, String), i64> = rows
-            .iter()
-            .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-            .collect();
+        let mut map: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for o in open {
+            let pipeline = o.pipeline.unwrap_or_else(|| "-".to_string());
+            *map.entry((pipeline, o.status.as_str().to_string()))
+                .or_default() += o.count;
+        }
         *self.dead_letters.lock().expect("dead letters lock") = map.clone();
         Ok(map)
     }

@@ -30,34 +30,21 @@ pub struct PartitionStatus {
 /// The status of every partition of every pipeline, in declaration order.
 pub async fn collect(config: &Config) -> anyhow::Result<Vec<PartitionStatus>> {
     let client = crate::db::connect(&config.postgres.url).await?;
-    let rows = client
-        .query(
-            "select topic, partition, applied_through, to_char(updated_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
-               from pgchain.offsets where group_id = $1",
-            &[&config.kafka.group_id],
-        )
+    let ledger = crate::store::ledger::positions(&client, &config.kafka.group_id)
         .await
         .context("cannot read pgchain.offsets (is the database migrated?)")?;
-    let ledger: std::collections::HashMap<(String, i32), (i64, String)> = rows
-        .iter()
-        .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
-        .collect();
-    let open = client
-        .query(
-            "select pipeline, topic, partition,
-                    count(*) filter (where status = 'parked'),
-                    count(*) filter (where status = 'dead')
-               from pgchain.dead_letters
-              where group_id = $1 and status in ('parked', 'dead')
-              group by 1, 2, 3",
-            &[&config.kafka.group_id],
-        )
+    let counts = crate::store::dead_letters::open_counts(&client, &config.kafka.group_id)
         .await
         .context("cannot read pgchain.dead_letters (is the database migrated?)")?;
-    let open: std::collections::HashMap<(Option<String>, String, i32), (i64, i64)> = open
-        .iter()
-        .map(|r| ((r.get(0), r.get(1), r.get(2)), (r.get(3), r.get(4))))
-        .collect();
+    let mut open: std::collections::HashMap<(Option<String>, String, i32), (i64, i64)> =
+        std::collections::HashMap::new();
+    for o in counts {
+        let n = open.entry((o.pipeline, o.topic, o.partition)).or_default();
+        match o.status {
+            crate::store::dead_letters::Status::Parked => n.0 += o.count,
+            crate::store::dead_letters::Status::Dead => n.1 += o.count,
+        }
+    }
     let topics = config.topics();
     let brokers = config.kafka.brokers.clone();
     let options = config.kafka_options();

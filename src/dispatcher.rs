@@ -133,7 +133,10 @@ impl Dispatcher {
             }
         }
         let scope = crate::recovery::Scope {
-            status: Some("parked".into()),
+            rows: crate::store::dead_letters::Selection {
+                status: Some("parked".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let parked = redriver

@@ -57,10 +57,7 @@ impl Filter {
 
     fn scope(&self) -> Scope {
         Scope {
-            ids: (!self.ids.is_empty()).then(|| self.ids.clone()),
-            pipeline: self.pipeline.clone(),
-            status: self.status.clone(),
-            older_than: self.older_than,
+            rows: self.selection(),
             ..Scope::default()
         }
     }

@@ -34,12 +34,8 @@ pub const CHANNEL: &str = "pgchain_provide";
 /// Which open dead letters a pass takes; every field narrows.
 #[derive(Debug, Clone, Default)]
 pub struct Scope {
-    pub ids: Option<Vec<i64>>,
-    pub pipeline: Option<String>,
-    /// `parked` or `dead`.
-    pub status: Option<String>,
-    /// First failed longer ago than this.
-    pub older_than: Option<Duration>,
+    /// By id, pipeline, status (`parked` or `dead`) and age.
+    pub rows: Selection,
     /// Parked events waiting for this key, and the events of their keys
     /// parked behind them.
     pub awaiting: Option<String>,
@@ -118,16 +114,10 @@ impl Redriver {
     }
 
     async fn candidates(&self, scope: &Scope) -> Result<Vec<Candidate>, ChainError> {
-        let sel = Selection {
-            ids: scope.ids.clone(),
-            pipeline: scope.pipeline.clone(),
-            status: scope.status.clone(),
-            older_than: scope.older_than,
-        };
         dead_letters::candidates(
             &self.pool,
             &self.group,
-            &sel,
+            &scope.rows,
             scope.max_replays,
             scope.awaiting.as_deref(),
         )
@@ -231,7 +221,10 @@ impl Recovery {
             // Keys provided while nobody listened: try what is parked.
             self.run_pass(
                 &Scope {
-                    status: Some("parked".into()),
+                    rows: Selection {
+                        status: Some("parked".into()),
+                        ..Selection::default()
+                    },
                     max_replays: Some(self.max_replays),
                     ..Scope::default()
                 },

@@ -128,7 +128,7 @@ fn render_one(
             _ => format!(
                 "template `{}`: {}",
                 spec.template,
-                sources.describe(&e, &[])
+                sources.describe(env, &e, &[])
             ),
         })?;
     let (schema, proc) = name.split_once('.').unwrap_or(("", name));
@@ -149,7 +149,7 @@ fn render_one(
                 .filter(|v| !ctx.contains_key(v) && env.globals().all(|(g, _)| g != v))
                 .collect();
             missing.sort();
-            sources.describe(&e, &missing)
+            sources.describe(env, &e, &missing)
         })?;
     Ok(format!(
         "{HEADER} {name} (template {})\n-- Written by `pgchain render`; change the template or its variables in pipelines.yaml, never this file.\n\n{}\n",
@@ -220,7 +220,7 @@ impl Sources {
     /// A minijinja error with its template file and line; for an undefined
     /// value, the variable (`missing`: variables the template reads that the
     /// procedure's vars do not set) or the expression that was undefined.
-    fn describe(&self, e: &minijinja::Error, missing: &[String]) -> String {
+    fn describe(&self, env: &Environment<'_>, e: &minijinja::Error, missing: &[String]) -> String {
         let place = e.name().map(|name| match self.find(name) {
             Some(TemplateSource::Project(p)) => p.display().to_string(),
             _ => format!("built-in template {name}"),
@@ -240,7 +240,7 @@ impl Sources {
         // The variables the procedure does not set that the error or the
         // expression names (optional ones, tested with `is defined`, are
         // among `missing` too, so only a named one counts).
-        let expr = self.expression(e);
+        let expr = expression(env, e);
         let hint = format!(
             "{} {}",
             detail.as_deref().unwrap_or(""),
@@ -266,19 +266,15 @@ impl Sources {
         }
         msg
     }
+}
 
-    /// The template text the error points at.
-    fn expression(&self, e: &minijinja::Error) -> Option<String> {
-        let name = e.name()?;
-        let range = e.range()?;
-        let text = match self.find(name)? {
-            TemplateSource::Project(p) => std::fs::read_to_string(p).ok()?,
-            TemplateSource::BuiltIn => {
-                crate::embedded::template(name.strip_suffix(".sql.j2")?)?.to_string()
-            }
-        };
-        text.get(range).map(|s| s.trim().to_string())
-    }
+/// The template text the error points at, from the template as loaded.
+fn expression(env: &Environment<'_>, e: &minijinja::Error) -> Option<String> {
+    let template = env.get_template(e.name()?).ok()?;
+    template
+        .source()
+        .get(e.range()?)
+        .map(|s| s.trim().to_string())
 }
 
 /// True when `text` names `var` as a whole word.

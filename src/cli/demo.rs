@@ -36,10 +36,7 @@ pub struct DemoArgs {
 /// A fresh database with pgchain's runtime and the project's migrations.
 async fn project_database(server: &str, database: &str, config: &Path) -> anyhow::Result<String> {
     let url = pgchain::db::recreate_database(server, database).await?;
-    let dir = config
-        .parent()
-        .unwrap_or(Path::new(""))
-        .join("sql/migrations");
+    let dir = pgchain::config::project_dir(config).join("sql/migrations");
     let done = pgchain::db::migrate(&url, &dir).await?;
     println!(
         "database {database}: pgchain runtime and {} migration(s) of {} applied",

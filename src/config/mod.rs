@@ -207,6 +207,13 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The folder a config file's relative paths resolve against: its own. A
+/// bare `pipelines.yaml` has the empty parent, so the paths stay relative
+/// (`sql/migrations`), as a user typed them.
+pub fn project_dir(config: &Path) -> PathBuf {
+    config.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
 /// Deserializes the substituted text. YAML merge keys (`<<: *base`) are
 /// resolved first; without them serde reads the text directly, so its errors
 /// keep their exact line.
@@ -319,12 +326,7 @@ impl Config {
     /// The folder relative paths of this project resolve against: the
     /// config file's own, never the working directory.
     pub fn dir(&self) -> PathBuf {
-        // A bare `pipelines.yaml` has the empty parent: the paths below then
-        // stay relative (`sql/migrations`), as a user typed them.
-        self.path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
+        project_dir(&self.path)
     }
 
     /// The project's own migrations: `sql/migrations` beside the config file.

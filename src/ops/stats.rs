@@ -115,7 +115,7 @@ impl Snapshot {
             if let Some(why) = self.stuck.get(tp) {
                 stuck.push(format!("{}/{}: {why}", tp.0, tp.1));
             }
-            if self.next_offsets.get(tp).is_none_or(|next| next < high) {
+            if !reached(&self.next_offsets, tp, *high) {
                 done = false;
             }
         }
@@ -334,6 +334,11 @@ impl Stats {
         let s = self.lock();
         high_watermarks
             .iter()
-            .all(|(tp, high)| *high == 0 || s.next_offsets.get(tp).is_some_and(|next| next >= high))
+            .all(|(tp, high)| reached(&s.next_offsets, tp, *high))
     }
+}
+
+/// True when the partition has been processed up to `high` (an empty one always has).
+fn reached(next_offsets: &HashMap<(String, i32), i64>, tp: &(String, i32), high: i64) -> bool {
+    high == 0 || next_offsets.get(tp).is_some_and(|next| *next >= high)
 }

@@ -47,6 +47,8 @@ impl Dispatcher {
             producer,
             dead_letters: config.dead_letters.clone(),
             max_batch: config.postgres.max_batch,
+            on_gap: config.kafka.on_gap,
+            rejoin: Arc::new(Notify::new()),
         });
         Ok(Dispatcher {
             config,
@@ -132,6 +134,10 @@ impl Dispatcher {
                 }
             }
         }
+        // Stopped first: the recovery task's passes are over, so this last
+        // pass is the only one and finds every parked event still parked
+        // (none reported behind one that another pass holds mid-replay).
+        running.stop().await?;
         let scope = crate::recovery::Scope {
             rows: crate::store::dead_letters::Selection {
                 status: Some("parked".into()),
@@ -144,7 +150,6 @@ impl Dispatcher {
             .await
             .map_err(|e| anyhow::anyhow!("re-driving parked events: {}", e.message))?;
         let elapsed = started.elapsed();
-        running.stop().await?;
         Ok(Drained {
             snapshot: stats.snapshot(),
             elapsed,
@@ -229,8 +234,10 @@ impl Dispatcher {
                     group: self.shared.group.clone(),
                     stats: self.shared.stats.clone(),
                     start_from: self.config.kafka.start_from,
+                    on_gap: self.config.kafka.on_gap,
                 },
                 tasks: HashMap::new(),
+                topics: self.config.topics(),
             }
             .serve(reports, partitions_stop.clone()),
         );
@@ -272,10 +279,13 @@ impl Dispatcher {
         events: tokio::sync::mpsc::UnboundedSender<Rebalance>,
     ) -> anyhow::Result<ChainConsumer> {
         let mut cc = ClientConfig::new();
-        cc.set("auto.offset.reset", "earliest");
         for (k, v) in self.config.kafka_options() {
             cc.set(k, v);
         }
+        // Every start offset is explicit (the planner), so a reset only
+        // happens when the log lost the next offset: librdkafka reports it
+        // and the partition applies `kafka.on_gap`.
+        cc.set("auto.offset.reset", "error");
         cc.set("bootstrap.servers", &self.config.kafka.brokers)
             .set("group.id", &self.config.kafka.group_id)
             .set("enable.auto.commit", "true")
@@ -386,6 +396,8 @@ struct Partitions {
     consumer: Weak<ChainConsumer>,
     planner: Planner,
     tasks: HashMap<TopicPartition, PartitionTask>,
+    /// What the consumer subscribes to (a rejoin subscribes again).
+    topics: Vec<String>,
 }
 
 struct PartitionTask {
@@ -398,6 +410,10 @@ impl Partitions {
         loop {
             let report = tokio::select! {
                 r = reports.recv() => r,
+                () = self.shared.rejoin.notified() => {
+                    self.rejoin();
+                    continue;
+                }
                 () = stop.cancelled() => None,
             };
             let Some(report) = report else { break };
@@ -421,6 +437,22 @@ impl Partitions {
             }
         }
         self.stop(None).await;
+    }
+
+    /// Leaves and rejoins the group: every partition is revoked and
+    /// assigned again through the planner, which restarts a partition
+    /// librdkafka stopped fetching (after a skipped gap) where the ledger
+    /// says. The rebalance comes back through the context as any other.
+    fn rejoin(&self) {
+        let Some(consumer) = self.consumer.upgrade() else {
+            return;
+        };
+        tracing::info!("rejoining the consumer group to restart a partition after a skipped gap");
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        consumer.unsubscribe();
+        if let Err(e) = consumer.subscribe(&topics) {
+            tracing::error!("cannot subscribe again after a skipped gap: {e}; restart pgchain");
+        }
     }
 
     /// Starts the task that runs one partition's events, woken by librdkafka

@@ -67,6 +67,20 @@ fn bad_files_name_file_line_and_key() {
             ],
         ),
         (
+            "auto.offset.reset is pgchain's",
+            "kafka:\n  brokers: k:9092\n  on_gap: skip\n  options:\n    auto.offset.reset: earliest\npipelines:\n  p: {topic: t, chain: [a.b]}\n",
+            &[
+                "pipelines.yaml:5: kafka option `auto.offset.reset` is set by pgchain itself (a reset must never skip events silently): `kafka.start_from` says where a partition the ledger does not know starts, `kafka.on_gap` what happens when retention deleted events not yet applied",
+            ],
+        ),
+        (
+            "an unknown on_gap",
+            "kafka:\n  brokers: k:9092\n  on_gap: ignore\npipelines:\n  p: {topic: t, chain: [a.b]}\n",
+            &[
+                "pipelines.yaml:3: kafka.on_gap: unknown variant `ignore`, expected `stop` or `skip`",
+            ],
+        ),
+        (
             "one topic, two formats",
             "kafka:\n  brokers: k\npipelines:\n  a:\n    topic: t\n    table: x\n    chain: [a.b]\n  b:\n    topic: t\n    table: y\n    format: ogg\n    chain: [a.b]\n",
             &[

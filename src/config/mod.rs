@@ -54,6 +54,10 @@ pub struct KafkaConfig {
     /// Where a partition starts when the ledger has nothing for it.
     #[serde(default)]
     pub start_from: StartFrom,
+    /// What a partition does when retention deleted offsets it has not
+    /// applied yet.
+    #[serde(default)]
+    pub on_gap: OnGap,
     /// Passed to librdkafka as they are (`security.protocol`, `sasl.*`, …).
     #[serde(default)]
     pub options: IndexMap<String, serde_yaml::Value>,
@@ -81,6 +85,30 @@ impl StartFrom {
             StartFrom::LedgerOrEarliest => "ledger_or_earliest",
             StartFrom::KafkaCommit => "kafka_commit",
             StartFrom::Latest => "latest",
+        }
+    }
+}
+
+/// What a partition does when the log no longer holds the next offset to
+/// apply (retention deleted it first), found at assignment or while running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnGap {
+    /// Stop the partition, the deleted range named; nothing after it is
+    /// applied until someone decides (re-snapshot the source, move the ledger).
+    #[default]
+    Stop,
+    /// Go on from the log's new start: the range is logged, counted
+    /// (`pgchain_offsets_skipped_total`), alerted and recorded in
+    /// `pgchain.skipped_offsets`, and the ledger moves past it.
+    Skip,
+}
+
+impl OnGap {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnGap::Stop => "stop",
+            OnGap::Skip => "skip",
         }
     }
 }
@@ -397,7 +425,15 @@ impl Config {
                     format!("kafka option `{k}` must be a single value"),
                 );
             }
-            if MANAGED_OPTIONS.contains(&k.as_str()) {
+            if k == "auto.offset.reset" {
+                problems.add(
+                    &["kafka", "options", k],
+                    "kafka option `auto.offset.reset` is set by pgchain itself (a reset must never skip \
+                     events silently): `kafka.start_from` says where a partition the ledger does not know \
+                     starts, `kafka.on_gap` what happens when retention deleted events not yet applied"
+                        .into(),
+                );
+            } else if MANAGED_OPTIONS.contains(&k.as_str()) {
                 problems.add(
                     &["kafka", "options", k],
                     format!(

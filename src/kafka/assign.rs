@@ -4,8 +4,9 @@
 //! answers the consumer's context with the [`Plan`].
 
 use crate::chain::Backoff;
-use crate::config::StartFrom;
+use crate::config::{OnGap, StartFrom};
 use crate::kafka::context::{ChainConsumer, Plan, TopicPartition};
+use crate::kafka::gap::Gap;
 use crate::ops::stats::Stats;
 use deadpool_postgres::Pool;
 use rdkafka::consumer::Consumer;
@@ -22,45 +23,102 @@ pub struct Planner {
     pub group: String,
     pub stats: Stats,
     pub start_from: StartFrom,
+    pub on_gap: OnGap,
 }
 
 impl Planner {
     /// The plan for `parts`: the ledger is read here, on the runtime; the
     /// broker questions (watermarks, committed offsets) on a blocking thread.
     pub async fn plan(&self, consumer: &Arc<ChainConsumer>, parts: Vec<TopicPartition>) -> Plan {
-        let Some(positions) = self.applied_positions(&parts).await else {
-            // Kafka's committed offsets, as librdkafka would start.
-            for (topic, partition) in &parts {
-                info!(topic, partition, "partition assigned");
-                self.stats.assigned(topic, *partition, None);
-            }
+        let positions = self.applied_positions(&parts).await;
+        let (planner, consumer) = (self.clone(), consumer.clone());
+        let decided = tokio::task::spawn_blocking(move || match positions {
+            Some(positions) => planner.decide(&consumer, &parts, &positions),
+            None => (planner.kafka_committed_plan(&consumer, &parts), Vec::new()),
+        })
+        .await;
+        let Ok((mut plan, gaps)) = decided else {
             return Plan::default();
         };
-        let (planner, consumer) = (self.clone(), consumer.clone());
-        tokio::task::spawn_blocking(move || planner.decide(&consumer, &parts, &positions))
-            .await
-            .unwrap_or_default()
+        // `kafka.on_gap: skip`: recorded before the partition starts past it.
+        for gap in gaps {
+            let tp = (gap.topic.clone(), gap.partition);
+            match gap.skip(&self.pool, &self.group, &self.stats).await {
+                Ok(()) => {
+                    info!(
+                        topic = gap.topic,
+                        partition = gap.partition,
+                        resume_at = gap.to + 1,
+                        "partition assigned"
+                    );
+                    self.stats
+                        .assigned(&gap.topic, gap.partition, Some(gap.to + 1));
+                }
+                Err(e) => {
+                    let why = format!("{}; recording the skip failed: {e}", gap.stop_reason());
+                    error!(
+                        topic = gap.topic,
+                        partition = gap.partition,
+                        "partition stopped: {why}"
+                    );
+                    self.stats.stuck(&gap.topic, gap.partition, why.clone());
+                    plan.stopped.push((tp, why));
+                }
+            }
+        }
+        plan
     }
 
+    /// The database stayed away: start where Kafka's committed offsets say,
+    /// from the beginning where there is none (librdkafka resets nothing).
+    fn kafka_committed_plan(&self, base: &ChainConsumer, parts: &[TopicPartition]) -> Plan {
+        let mut ask = TopicPartitionList::new();
+        for (t, p) in parts {
+            ask.add_partition(t, *p);
+        }
+        let committed = base.committed_offsets(ask, Duration::from_secs(10)).ok();
+        let mut plan = Plan::default();
+        for (topic, partition) in parts {
+            let offset = committed
+                .as_ref()
+                .and_then(|c| c.find_partition(topic, *partition))
+                .map(|e| e.offset())
+                .filter(|o| matches!(o, Offset::Offset(_)))
+                .unwrap_or(Offset::Beginning);
+            info!(topic, partition, start = ?offset, "partition assigned (from Kafka's committed offset)");
+            self.stats.assigned(topic, *partition, None);
+            plan.offsets.push(((topic.clone(), *partition), offset));
+        }
+        plan
+    }
+
+    /// Where each partition starts, and the gaps to skip first.
     fn decide(
         &self,
         base: &ChainConsumer,
         parts: &[TopicPartition],
         positions: &HashMap<TopicPartition, i64>,
-    ) -> Plan {
+    ) -> (Plan, Vec<Gap>) {
         let mut plan = Plan::default();
+        let mut gaps = Vec::new();
         let mut unknown = Vec::new();
         for (topic, partition) in parts {
             let tp = (topic.clone(), *partition);
             match positions.get(&tp) {
-                Some(pos) => {
-                    plan.offsets.push((tp.clone(), Offset::Offset(pos + 1)));
-                    if let Some(why) = ledger_misfit(base, topic, *partition, *pos) {
+                Some(pos) => match ledger_misfit(base, topic, *partition, *pos) {
+                    None => plan.offsets.push((tp.clone(), Offset::Offset(pos + 1))),
+                    Some(Misfit::Gap(gap)) if self.on_gap == OnGap::Skip => {
+                        plan.offsets.push((tp.clone(), Offset::Offset(gap.to + 1)));
+                        gaps.push(gap);
+                    }
+                    Some(misfit) => {
+                        let why = misfit.to_string();
                         error!(topic, partition, "partition stopped: {why}");
                         self.stats.stuck(topic, *partition, why.clone());
+                        plan.offsets.push((tp.clone(), Offset::Offset(pos + 1)));
                         plan.stopped.push((tp, why));
                     }
-                }
+                },
                 None => unknown.push(tp),
             }
         }
@@ -68,10 +126,9 @@ impl Planner {
             self.start_unknown(base, &mut plan, &unknown);
         }
         for (topic, partition) in parts {
-            if plan
-                .stopped
-                .iter()
-                .any(|((t, p), _)| t == topic && p == partition)
+            let held_back = |t: &String, p: &i32| t == topic && p == partition;
+            if plan.stopped.iter().any(|((t, p), _)| held_back(t, p))
+                || gaps.iter().any(|g| held_back(&g.topic, &g.partition))
             {
                 continue;
             }
@@ -80,7 +137,7 @@ impl Planner {
             self.stats
                 .assigned(topic, *partition, applied.map(|a| a + 1));
         }
-        plan
+        (plan, gaps)
     }
 
     /// Sets where partitions without a ledger row start (`kafka.start_from`),
@@ -187,15 +244,34 @@ impl Planner {
     }
 }
 
-/// Why the ledger's position does not fit the partition's log, if it does not:
-/// past its end (the topic was recreated, or a database restored from another
-/// cluster), or before its start (retention deleted events never applied).
+/// How the ledger's position does not fit the partition's log.
+enum Misfit {
+    /// Past its end (the topic was recreated, or a database restored from
+    /// another cluster).
+    BeyondEnd { applied: i64, high: i64 },
+    /// Before its start: retention deleted events never applied.
+    Gap(Gap),
+}
+
+impl std::fmt::Display for Misfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Misfit::BeyondEnd { applied, high } => write!(
+                f,
+                "pgchain.offsets says offset {applied} is applied, but the partition ends at {high}; \
+                 was the topic recreated? Delete the ledger row for this group, topic and partition to start over"
+            ),
+            Misfit::Gap(gap) => f.write_str(&gap.stop_reason()),
+        }
+    }
+}
+
 fn ledger_misfit(
     base: &ChainConsumer,
     topic: &str,
     partition: i32,
     applied: i64,
-) -> Option<String> {
+) -> Option<Misfit> {
     let (low, high) = match base.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
         Ok(marks) => marks,
         Err(e) => {
@@ -207,19 +283,8 @@ fn ledger_misfit(
         }
     };
     if applied + 1 > high {
-        Some(format!(
-            "pgchain.offsets says offset {applied} is applied, but the partition ends at {high}; \
-             was the topic recreated? Delete the ledger row for this group, topic and partition to start over"
-        ))
-    } else if applied + 1 < low {
-        Some(format!(
-            "offsets {} to {} were deleted by retention before pgchain applied them; \
-             re-snapshot the source, then set the ledger row to {}",
-            applied + 1,
-            low - 1,
-            low - 1
-        ))
+        Some(Misfit::BeyondEnd { applied, high })
     } else {
-        None
+        Gap::between(topic, partition, applied + 1, low).map(Misfit::Gap)
     }
 }

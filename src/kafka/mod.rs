@@ -4,6 +4,8 @@
 //!   a channel, to the dispatcher) and commits.
 //! - [`assign`]: where assigned partitions start: the ledger, checked
 //!   against the log, and `kafka.start_from`.
+//! - [`gap`]: offsets retention deleted before they were applied, and
+//!   `kafka.on_gap`.
 //! - [`partition`]: one partition's task: its events in order, batched,
 //!   offsets stored once durable; parks and dead-letters.
 //! - [`client`]: small client helpers (watermarks, producing, redacted
@@ -12,6 +14,7 @@
 pub mod assign;
 pub mod client;
 pub mod context;
+pub mod gap;
 pub mod partition;
 
 pub use client::*;

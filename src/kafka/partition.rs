@@ -12,9 +12,11 @@
 //! partition.
 
 use crate::chain::{self, ChainError, ErrorClass, Failure, Outcome};
+use crate::config::OnGap;
 use crate::dead_letter;
 use crate::event::ChangeEvent;
 use crate::kafka::context::{ChainConsumer, ChainContext};
+use crate::kafka::gap::Gap;
 use crate::route::{Message as RouteMessage, Route, RouteError, Routed};
 use crate::store::dead_letters::{self as rows, Class, DeadLetter, Recorded, Status};
 use rdkafka::TopicPartitionList;
@@ -22,6 +24,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::types::RDKafkaErrorCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -41,6 +44,11 @@ pub struct Shared {
     pub dead_letters: crate::config::DeadLetters,
     /// Most events of one partition run in one transaction.
     pub max_batch: usize,
+    /// What a gap in the log does (`kafka.on_gap`).
+    pub on_gap: crate::config::OnGap,
+    /// Asks the dispatcher to rejoin the group (a partition librdkafka
+    /// stopped fetching needs a new assignment).
+    pub rejoin: Arc<Notify>,
 }
 
 pub(crate) struct PartitionWorker {
@@ -49,6 +57,14 @@ pub(crate) struct PartitionWorker {
     pub(crate) topic: String,
     pub(crate) partition: i32,
     pub(crate) stop: CancellationToken,
+}
+
+/// Why taking messages from the queue stopped early.
+enum Failed {
+    /// The next offset is gone from the log.
+    Gap(KafkaError),
+    /// librdkafka moved past what it could not read.
+    Skipped(KafkaError),
 }
 
 /// What happened to one message.
@@ -85,6 +101,8 @@ impl PartitionWorker {
         if !self.publish_pending().await {
             return;
         }
+        // The offset after the last message taken, once there is one.
+        let mut next: Option<i64> = None;
         while !self.stop.is_cancelled() {
             // Take what is already waiting, up to max_batch; never wait to fill.
             let mut msgs: Vec<OwnedMessage> = Vec::new();
@@ -94,11 +112,22 @@ impl PartitionWorker {
                     None => break,
                     Some(Ok(msg)) => msgs.push(msg.detach()),
                     Some(Err(KafkaError::PartitionEOF(_))) => break,
+                    // The log no longer holds the next offset (retention
+                    // deleted it first): librdkafka reports it instead of
+                    // jumping on, and `kafka.on_gap` decides.
+                    Some(Err(
+                        e @ KafkaError::MessageConsumption(
+                            RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
+                        ),
+                    )) => {
+                        failed = Some(Failed::Gap(e));
+                        break;
+                    }
                     // librdkafka has moved past what it could not read (an
                     // unsupported compression, a corrupt batch, an offset
                     // reset): stop here rather than apply what follows.
                     Some(Err(e)) if skips_data(&e) => {
-                        failed = Some(e);
+                        failed = Some(Failed::Skipped(e));
                         break;
                     }
                     // A failed fetch (timeout, leader change): librdkafka
@@ -116,14 +145,20 @@ impl PartitionWorker {
             if !msgs.is_empty() && !self.run_messages(&msgs).await {
                 break;
             }
-            if let Some(e) = failed {
-                let after = msgs.last().map(|m| m.offset());
-                self.stuck(
-                    after.map(|o| o + 1),
-                    format!("cannot read the partition: {e}"),
-                )
-                .await;
-                break;
+            if let Some(last) = msgs.last() {
+                next = Some(last.offset() + 1);
+            }
+            match failed {
+                None => {}
+                Some(Failed::Gap(e)) => {
+                    self.gap(next, &e).await;
+                    break;
+                }
+                Some(Failed::Skipped(e)) => {
+                    self.stuck(next, format!("cannot read the partition: {e}"))
+                        .await;
+                    break;
+                }
             }
             if msgs.is_empty() {
                 // librdkafka wakes us when the queue fills.
@@ -134,6 +169,71 @@ impl PartitionWorker {
                 }
             }
         }
+    }
+
+    /// The log lost the next offset: stops the partition with the gap named
+    /// (`on_gap: stop`), or records it, moves the ledger past it and asks
+    /// for a new assignment (`on_gap: skip`). Either way this task ends.
+    async fn gap(&self, taken: Option<i64>, e: &KafkaError) {
+        let (topic, partition) = (self.topic.clone(), self.partition);
+        let consumer = self.consumer.clone();
+        let marks = tokio::task::spawn_blocking(move || {
+            consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))
+        })
+        .await;
+        // The ledger knows where this partition stands when nothing was taken
+        // since the assignment; a partition it never saw starts at 0.
+        let applied = self.applied_position().await;
+        let next = taken.max(applied.map(|a| a + 1)).unwrap_or(0);
+        let (low, high) = match marks {
+            Ok(Ok(marks)) => marks,
+            Ok(Err(w)) => {
+                self.stuck(
+                    Some(next),
+                    format!("cannot read the partition: {e}; and cannot read its watermarks: {w}"),
+                )
+                .await;
+                return;
+            }
+            Err(_) => return,
+        };
+        let Some(gap) = Gap::between(&self.topic, self.partition, next, low) else {
+            self.stuck(
+                Some(next),
+                format!("cannot read the partition at offset {next} (log {low}..{high}): {e}"),
+            )
+            .await;
+            return;
+        };
+        if self.shared.on_gap == OnGap::Stop {
+            self.stuck(Some(next), gap.stop_reason()).await;
+            return;
+        }
+        let shared = &self.shared;
+        if let Err(why) = gap.skip(&shared.pool, &shared.group, &shared.stats).await {
+            self.stuck(
+                Some(next),
+                format!("{}; recording the skip failed: {why}", gap.stop_reason()),
+            )
+            .await;
+            return;
+        }
+        // librdkafka has stopped fetching this partition and only a new
+        // assignment restarts it: the dispatcher rejoins the group, and the
+        // planner starts the partition after the gap the ledger now holds.
+        self.done(gap.to);
+        self.shared.rejoin.notify_one();
+    }
+
+    /// The ledger's position for this partition (None: none, or unreadable).
+    async fn applied_position(&self) -> Option<i64> {
+        let client = self.shared.pool.get().await.ok()?;
+        let parts = [(self.topic.clone(), self.partition)];
+        crate::store::ledger::applied(&client, &self.shared.group, &parts)
+            .await
+            .ok()?
+            .get(&parts[0])
+            .copied()
     }
 
     /// Publishes this partition's dead letters that a crash left unpublished.
@@ -591,7 +691,7 @@ fn transient_only(retries: &crate::config::Retries) -> crate::config::Retries {
 }
 
 /// True for a consumption error after which librdkafka has skipped messages
-/// (corrupt or unreadable data, or an offset reset), so carrying on would
+/// (corrupt or unreadable data), so carrying on would
 /// silently lose them.
 fn skips_data(e: &KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode::*;
@@ -602,8 +702,6 @@ fn skips_data(e: &KafkaError) -> bool {
                 | BadCompression
                 | InvalidMessage
                 | MessageSizeTooLarge
-                | AutoOffsetReset
-                | OffsetOutOfRange
                 | UnsupportedCompressionType
                 | UnsupportedVersion
         ) | KafkaError::MessageConsumptionFatal(_)

@@ -151,6 +151,26 @@ pub fn conditions(
         value: open_dead,
         grows: true,
     });
+    let skipped: u64 = snap.skipped_offsets.values().sum();
+    if skipped > 0 {
+        let where_: Vec<String> = snap
+            .skipped_offsets
+            .iter()
+            .map(|((t, p), n)| format!("{t}/{p}: {n}"))
+            .collect();
+        out.push(Condition {
+            key: "offsets_skipped".into(),
+            active: true,
+            hold: Duration::ZERO,
+            text: format!(
+                "{skipped} offset(s) deleted by retention before they were applied were skipped ({}); \
+                 see pgchain.skipped_offsets",
+                where_.join(", ")
+            ),
+            value: skipped as i64,
+            grows: true,
+        });
+    }
     for ((topic, partition), lag) in snap.lag() {
         out.push(Condition {
             key: format!("lag:{topic}/{partition}"),
@@ -286,6 +306,32 @@ mod tests {
             [Post::Resolved("dead".into())]
         );
         assert!(a.evaluate(at(63), &[cond("dead", false, 0, 0)]).is_empty());
+    }
+
+    #[test]
+    fn skipped_offsets_fire_an_alert_naming_the_partitions() {
+        let stats = crate::ops::stats::Stats::default();
+        let pool = crate::db::pool("postgres://postgres@127.0.0.1:1/none", 1).unwrap();
+        let monitor = Monitor::new(stats.clone(), pool, "g".into(), Duration::from_secs(60));
+        let alerts = Alerts::default();
+        let none = std::collections::BTreeMap::new();
+        let skipped = |m: &Monitor| {
+            conditions(m, &alerts, &none)
+                .into_iter()
+                .find(|c| c.key == "offsets_skipped")
+        };
+        assert_eq!(skipped(&monitor), None);
+        stats.skipped("items", 0, 57, 58);
+        let c = skipped(&monitor).expect("an alert");
+        assert_eq!(
+            (c.active, c.value, c.grows, c.text.as_str()),
+            (
+                true,
+                57,
+                true,
+                "57 offset(s) deleted by retention before they were applied were skipped (items/0: 57); see pgchain.skipped_offsets"
+            )
+        );
     }
 
     #[test]

@@ -284,6 +284,18 @@ impl Collector for StatsCollector {
             ConstGauge::new(n).encode(lag.encode_family(&labels)?)?;
         }
 
+        let mut skipped = encoder.encode_descriptor(
+            "pgchain_offsets_skipped",
+            "Offsets moved past unapplied because retention deleted them first (kafka.on_gap: skip)",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((topic, partition), n) in &snap.skipped_offsets {
+            let partition = partition.to_string();
+            let labels = [("topic", topic.as_str()), ("partition", partition.as_str())];
+            ConstCounter::new(*n).encode(skipped.encode_family(&labels)?)?;
+        }
+
         let mut passes = encoder.encode_descriptor(
             "pgchain_recovery_passes",
             "Recovery passes over parked and dead events, by trigger and outcome",

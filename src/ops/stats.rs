@@ -57,6 +57,8 @@ pub struct Snapshot {
     /// (topic, partition) → since when it has been stopped, or retrying a
     /// transient error without progress.
     pub blocked_since: HashMap<(String, i32), Instant>,
+    /// (topic, partition) → offsets skipped over gaps (`kafka.on_gap: skip`).
+    pub skipped_offsets: BTreeMap<(String, i32), u64>,
     /// Chain runs retried, in all.
     pub retries: u64,
     /// Chain runs retried, by error class (transient, dependency, data).
@@ -279,6 +281,16 @@ impl Stats {
         let tp = (topic.to_string(), partition);
         s.blocked_since.remove(&tp);
         s.next_offsets.insert(tp, offset + 1);
+    }
+
+    /// `n` offsets before `next` were skipped over a gap: the partition
+    /// goes on from `next`.
+    pub fn skipped(&self, topic: &str, partition: i32, n: u64, next: i64) {
+        let mut s = self.lock();
+        let tp = (topic.to_string(), partition);
+        *s.skipped_offsets.entry(tp.clone()).or_default() += n;
+        let at = s.next_offsets.entry(tp).or_insert(next);
+        *at = (*at).max(next);
     }
 
     /// The partition is retrying without progress (from the first retry on).

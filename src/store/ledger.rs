@@ -46,3 +46,22 @@ pub async fn positions(
         .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
         .collect())
 }
+
+/// Records that offsets `from..=to` of a partition were deleted before they
+/// were applied, and moves the ledger past them (`pgchain.skip_gap`).
+pub async fn skip_gap(
+    client: &tokio_postgres::Client,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    (from, to): (i64, i64),
+    reason: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "call pgchain.skip_gap($1, $2, $3, $4, $5, $6)",
+            &[&group, &topic, &partition, &from, &to, &reason],
+        )
+        .await
+        .map(|_| ())
+}

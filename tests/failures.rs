@@ -248,6 +248,57 @@ async fn a_poison_event_is_dead_lettered_byte_for_byte_and_its_partition_flows_o
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_postgresql_cannot_store_is_dead_lettered_and_the_partition_flows_on() {
+    let db = TestDb::new("nul_key").await;
+    db.exec(TEST_STEPS).await;
+    let kafka = Kafka::new(&[("items", 1)]);
+    // JSON allows \u0000 in a string; PostgreSQL's jsonb and text do not.
+    let bad_key = r#"{"id":"a\u0000b"}"#;
+    let bad_value =
+        r#"{"op":"c","after":{"id":"a\u0000b","note":"x\u0000y"},"source":{"table":"item"}}"#;
+    let mut bad = record("items", Some(bad_key), Some(bad_value));
+    bad.headers = vec![("h".to_string(), Some(b"v\0v".to_vec()))];
+    kafka
+        .produce(vec![
+            version("items", 1, 1),
+            bad,
+            version("items", 2, 1),
+            version("items", 1, 2),
+        ])
+        .await;
+    let run = start(config(&yaml("items", "t.record", ""), &kafka, &db));
+    run.drained(&kafka, &["items"]).await;
+    let snap = run.stop().await;
+    assert!(snap.stuck.is_empty(), "{:?}", snap.stuck);
+    assert_eq!(
+        db.strings("select concat_ws(':', key->>'id', after->>'version') from t.seen order by seq")
+            .await,
+        ["1:1", "2:1", "1:2"],
+        "the events after it were applied"
+    );
+    let rows = db
+        .strings(
+            "select concat_ws(' | ', kafka_offset, status, error_class, sqlstate, entity_key::text,
+                              header_names[1], encode(header_values[1], 'escape'))
+               from pgchain.dead_letters",
+        )
+        .await;
+    assert_eq!(
+        rows,
+        ["1 | dead | data | 22P05 | {\"id\": \"a\u{FFFD}b\"} | h | v\\000v"]
+    );
+    // The message itself is kept byte for byte.
+    let client = db.client().await;
+    let row = client
+        .query_one("select msg_key, msg_value from pgchain.dead_letters", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Vec<u8>>(0), bad_key.as_bytes());
+    assert_eq!(row.get::<_, Vec<u8>>(1), bad_value.as_bytes());
+    assert_eq!(db.applied("g1", "items", 0).await, Some(3));
+}
+
 fn header_owned<'m>(m: &'m OwnedMessage, name: &str) -> &'m str {
     let h = m.headers().expect("headers");
     h.iter()

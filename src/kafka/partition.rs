@@ -556,8 +556,14 @@ impl PartitionWorker {
             Ok(Recorded::AheadGone) => return None,
             Err(Failure::Interrupted) => return Some(Step::Interrupted),
             Err(Failure::GaveUp { error, .. }) => {
+                let hint = match error.sqlstate.as_deref() {
+                    Some("42P01" | "42883" | "3F000" | "42703") => {
+                        "; is the pgchain schema migrated (`pgchain migrate`)?"
+                    }
+                    _ => "",
+                };
                 return Some(Step::Stuck(format!(
-                    "cannot write the dead letter of this event: {error}; is the pgchain schema migrated?"
+                    "cannot write the dead letter of this event: {error}{hint}"
                 )));
             }
         };

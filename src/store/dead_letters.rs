@@ -5,6 +5,7 @@
 use crate::chain::{self, ChainError, ErrorClass};
 use deadpool_postgres::Pool;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +145,31 @@ pub enum Recorded {
     AheadGone,
 }
 
+/// `s` as PostgreSQL text can hold it: NUL (U+0000), which text and jsonb
+/// refuse, becomes U+FFFD.
+pub fn storable(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// `v` with every string (keys included) [`storable`].
+pub fn storable_json(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(storable(s).into_owned()),
+        Value::Array(a) => Value::Array(a.iter().map(storable_json).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (storable(k).into_owned(), storable_json(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// Writes the row and moves the ledger past the offset, in one transaction.
 pub async fn record(pool: &Pool, group: &str, dl: &DeadLetter) -> Result<Recorded, ChainError> {
     let client = pool.get().await.map_err(chain::pool_error)?;
@@ -153,14 +179,18 @@ pub async fn record(pool: &Pool, group: &str, dl: &DeadLetter) -> Result<Recorde
         )
         .await
         .map_err(|e| chain::db_error(&e))?;
-    let names: Vec<&str> = dl.headers.iter().map(|(k, _)| k.as_str()).collect();
+    // The message's own bytes go in as they are (bytea); what is derived
+    // from them as text or jsonb is made storable, so that no message can
+    // stop its partition by failing its own dead letter.
+    let names: Vec<Cow<'_, str>> = dl.headers.iter().map(|(k, _)| storable(k)).collect();
     let values: Vec<Option<&[u8]>> = dl.headers.iter().map(|(_, v)| v.as_deref()).collect();
+    let entity_key = dl.entity_key.as_ref().map(storable_json);
     let row = client
         .query_one(
             &stmt,
             &[
                 &group,
-                &dl.pipeline,
+                &dl.pipeline.as_deref().map(storable),
                 &dl.topic,
                 &dl.partition,
                 &dl.offset,
@@ -169,13 +199,13 @@ pub async fn record(pool: &Pool, group: &str, dl: &DeadLetter) -> Result<Recorde
                 &dl.value,
                 &names,
                 &values,
-                &dl.entity_key,
+                &entity_key,
                 &dl.status.as_str(),
                 &dl.class.as_str(),
-                &dl.step,
+                &dl.step.as_deref().map(storable),
                 &dl.sqlstate,
-                &dl.message,
-                &dl.awaits,
+                &storable(&dl.message),
+                &dl.awaits.as_deref().map(storable),
                 &dl.attempts,
                 &dl.dlq_topic,
             ],
@@ -469,10 +499,10 @@ pub async fn failed_again(pool: &Pool, id: i64, e: &ChainError) -> Result<(), Ch
                 &id,
                 &r.status.as_str(),
                 &r.class.as_str(),
-                &r.awaits,
-                &e.step,
+                &r.awaits.as_deref().map(storable),
+                &e.step.as_deref().map(storable),
                 &e.sqlstate,
-                &r.message,
+                &storable(&r.message),
             ],
         )
         .await

@@ -537,6 +537,53 @@ async fn an_undecodable_message_is_dead_lettered_at_once_and_names_why() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn numbers_reach_the_step_with_every_digit_as_sent() {
+    let db = TestDb::new("digits").await;
+    db.exec(TEST_STEPS).await;
+    let kafka = Kafka::new(&[("items", 1)]);
+    // Two keys that one f64 cannot tell apart, a decimal longer than an
+    // f64 holds, and a number beyond its range that jsonb (numeric) takes.
+    let change = |id: &str, amount: &str| {
+        let key = format!(r#"{{"id": {id}}}"#);
+        let value = format!(
+            r#"{{"op": "c", "after": {{"id": {id}, "amount": {amount}, "big": 1e400, "small": -0.000000000000000000000000000001}}, "source": {{"table": "item"}}}}"#
+        );
+        record("items", Some(&key), Some(&value))
+    };
+    kafka
+        .produce(vec![
+            change("123456789012345678901234567890", "0.1234567890123456789"),
+            change("123456789012345678901234567891", "12345678901234567.25"),
+        ])
+        .await;
+    let run = start(config(
+        &one_pipeline("items", "debezium", "t.record", ""),
+        &kafka,
+        &db,
+    ));
+    run.drained(&kafka, &["items"]).await;
+    let snap = run.stop().await;
+    assert!(snap.stuck.is_empty(), "{:?}", snap.stuck);
+    assert_eq!(
+        db.i64("select count(*) from pgchain.dead_letters").await,
+        0,
+        "nothing dead-lettered"
+    );
+    assert_eq!(
+        db.strings(
+            "select concat_ws(' ', key->>'id', after->>'amount', after->>'small',
+                              (after->'big')::numeric = 1e400)
+               from t.state order by key->>'id'"
+        )
+        .await,
+        [
+            "123456789012345678901234567890 0.1234567890123456789 -0.000000000000000000000000000001 t",
+            "123456789012345678901234567891 12345678901234567.25 -0.000000000000000000000000000001 t",
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_ledger_ahead_of_the_log_stops_the_partition_instead_of_skipping() {
     let db = TestDb::new("misfit").await;
     db.exec(TEST_STEPS).await;

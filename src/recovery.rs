@@ -94,7 +94,9 @@ impl Redriver {
                     }
                     _ => report.gone += 1,
                 },
-                Err(e) if e.class == ErrorClass::Transient => return Err(e),
+                // The database, or a step not deployed: the rows stay as
+                // they are for a later pass.
+                Err(e) if e.class.retried_forever() => return Err(e),
                 Err(e) => {
                     let parked = e.class == ErrorClass::DependencyMissing;
                     self.failed_again(row.id, &e).await?;

@@ -73,6 +73,25 @@ async fn check_finds_missing_and_misshapen_steps_in_the_database() {
     let out = pgchain(&["check", "-c", good.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).ends_with("1 pipeline(s) ok\n"));
+
+    // `run` checks the same before it starts, and refuses.
+    let out = pgchain(&["run", "-c", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("not starting: {file}\n")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{file}:9: pipeline `a`: step `s.missing` does not exist in the database"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("`pgchain run --no-check` starts anyway"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

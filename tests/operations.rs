@@ -313,3 +313,66 @@ async fn the_alert_webhook_fires_on_dead_letters_and_resolves_when_they_are_hand
         "the webhook URL is a secret and never logged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_step_not_migrated_yet_dead_letters_nothing_and_everything_applies_once_it_exists() {
+    let db = TestDb::new("undeployed").await;
+    db.exec(TEST_STEPS).await;
+    let kafka = Kafka::new(&[("items", 1)]);
+    let records: Vec<_> = (1..=10)
+        .flat_map(|v| (0..3).map(move |k| version("items", k, v, false)))
+        .collect();
+    kafka.produce(records).await;
+    let yaml = YAML.replace("chain: [t.poison, t.record]", "chain: [t.record, t.later]");
+    let run = start(config(&yaml, &kafka, &db));
+    let base = format!(
+        "http://{}",
+        loop {
+            match run.http_addr() {
+                Some(a) => break a,
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    );
+    // The partition waits and says why, past stuck_after (1 s).
+    let started = Instant::now();
+    let why = loop {
+        let (code, body) = get(&format!("{base}/readyz")).await;
+        if code == 503 && body.contains("waiting for a deployment") {
+            break body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "/readyz never said why: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(why.contains("t.later"), "{why}");
+    assert!(why.contains("42883"), "{why}");
+    assert!(why.contains("pgchain migrate"), "{why}");
+    assert_eq!(db.i64("select count(*) from pgchain.dead_letters").await, 0);
+    assert_eq!(db.i64("select count(*) from t.seen").await, 0);
+    assert_eq!(db.applied("g1", "items", 0).await, None);
+
+    db.exec("create procedure t.later(inout ev jsonb) language plpgsql as $$ begin end $$")
+        .await;
+    run.drained(&kafka, &["items"]).await;
+    let page = get(&format!("{base}/metrics")).await.1;
+    let snap = run.stop().await;
+    assert!(snap.stuck.is_empty(), "{:?}", snap.stuck);
+    assert_eq!(db.i64("select count(*) from pgchain.dead_letters").await, 0);
+    assert_eq!(
+        db.i64("select count(*) from t.seen").await,
+        30,
+        "every event applied once"
+    );
+    assert_eq!(
+        db.i64("select count(distinct kafka_offset) from t.seen")
+            .await,
+        30
+    );
+    assert!(
+        sample(&page, r#"pgchain_retries_total{class="deployment"}"#).unwrap_or(0.0) >= 1.0,
+        "{page}"
+    );
+}

@@ -11,6 +11,10 @@ pub enum ErrorClass {
     DependencyMissing,
     /// The event itself fails (constraint, a step's own `raise exception`).
     Data,
+    /// What a step needs is not in the database (a procedure, table or
+    /// schema not migrated yet): no event is at fault, so nothing is
+    /// dead-lettered; the partition waits, like for a transient error.
+    Deployment,
 }
 
 impl ErrorClass {
@@ -19,7 +23,14 @@ impl ErrorClass {
             ErrorClass::Transient => "transient",
             ErrorClass::DependencyMissing => "dependency",
             ErrorClass::Data => "data",
+            ErrorClass::Deployment => "deployment",
         }
+    }
+
+    /// Retried until it works, the partition paused meanwhile: the cause
+    /// is outside the event.
+    pub fn retried_forever(self) -> bool {
+        matches!(self, ErrorClass::Transient | ErrorClass::Deployment)
     }
 }
 
@@ -64,9 +75,22 @@ pub fn is_transient(code: &str) -> bool {
         )
 }
 
+/// SQLSTATEs of something a step names that the database lacks: a
+/// function or procedure (42883), table (42P01), schema (3F000), column
+/// (42703), parameter (42P02) or other object (42704). `pgchain migrate`
+/// (or the user's own migration) cures them, never the event.
+pub fn is_deployment(code: &str) -> bool {
+    matches!(
+        code,
+        "42883" | "42P01" | "3F000" | "42703" | "42P02" | "42704"
+    )
+}
+
 pub fn classify(code: &str) -> ErrorClass {
     if is_transient(code) {
         ErrorClass::Transient
+    } else if is_deployment(code) {
+        ErrorClass::Deployment
     } else if code == "PGW01" {
         ErrorClass::DependencyMissing
     } else {

@@ -1,5 +1,5 @@
-//! Retries by error class (transient forever, dependency and data a few
-//! times), and the one capped exponential backoff of every retry loop:
+//! Retries by error class (transient and deployment forever, dependency
+//! and data a few times), and the one capped exponential backoff of every retry loop:
 //! chains, dead-letter publishing, the recovery listener, and reading the
 //! ledger on assignment.
 
@@ -55,8 +55,8 @@ pub enum Failure {
 }
 
 /// Calls `attempt` until it succeeds, its error's class (per `retries`) is
-/// out of attempts, or `stop` fires while waiting. Transient errors are
-/// retried forever. Each class backs off on its own, doubling up to its cap.
+/// out of attempts, or `stop` fires while waiting. Transient and deployment
+/// errors are retried forever (with the transient backoff). Each class backs off on its own, doubling up to its cap.
 pub async fn retrying<T, F, Fut>(
     retries: &Retries,
     stop: &CancellationToken,
@@ -77,11 +77,11 @@ where
             Err(e) => e,
         };
         let policy = match err.class {
-            ErrorClass::Transient => &retries.transient,
+            ErrorClass::Transient | ErrorClass::Deployment => &retries.transient,
             ErrorClass::DependencyMissing => &retries.dependency,
             ErrorClass::Data => &retries.data,
         };
-        if err.class != ErrorClass::Transient && tries >= policy.attempts {
+        if !err.class.retried_forever() && tries >= policy.attempts {
             return Err(Failure::GaveUp {
                 error: err,
                 attempts: tries,

@@ -98,6 +98,10 @@ enum Command {
         /// watermark seen at start (a backfill, a test, a benchmark).
         #[arg(long)]
         until_drained: bool,
+        /// Start even when `pgchain check` finds the database lacking (a
+        /// step or pgchain's runtime not migrated); events then wait.
+        #[arg(long)]
+        no_check: bool,
     },
     /// Validate pipelines.yaml and, unless --no-db, the database it names.
     Check {
@@ -182,8 +186,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run {
             config,
             until_drained,
+            no_check,
         } => {
             let config = load(&config)?;
+            if !no_check {
+                preflight(&config).await?;
+            }
             let dispatcher = pgchain::dispatcher::Dispatcher::new(config)?;
             if until_drained {
                 let drained = dispatcher.run_until_drained(shutdown_signal()).await?;
@@ -328,6 +336,28 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// What `check` finds before `run`: a missing step or runtime refuses the
+/// start (every event would wait for it). A database that does not answer
+/// yet does not: the chains wait for it as for any transient error.
+async fn preflight(config: &Config) -> anyhow::Result<()> {
+    let client = match pgchain::db::connect(&config.postgres.url).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("cannot check the database before starting ({e}); starting anyway");
+            return Ok(());
+        }
+    };
+    let problems = pgchain::db::check(config, &client).await?;
+    if problems.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "not starting: {}\n{}\n(run `pgchain migrate`; `pgchain run --no-check` starts anyway, and events wait for what is missing)",
+        config.path.display(),
+        problems.join("\n")
+    )
 }
 
 async fn check(path: &std::path::Path, no_db: bool) -> anyhow::Result<ExitCode> {

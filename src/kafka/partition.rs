@@ -662,11 +662,18 @@ impl PauseGuard<'_> {
     fn retried(&self, e: &ChainError, _attempt: u32) {
         let w = self.worker;
         w.shared.stats.retried_class(e.class);
-        if e.class == ErrorClass::Transient
-            && !self.paused.swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
-            w.set_paused(true);
-            w.shared.stats.blocked(&w.topic, w.partition);
+        if e.class.retried_forever() {
+            if !self.paused.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                w.set_paused(true);
+            }
+            // Said on /readyz and in the stuck alert.
+            let why = match e.class {
+                ErrorClass::Deployment => format!(
+                    "waiting for a deployment: {e}; run `pgchain migrate` (or the migration that creates it)"
+                ),
+                _ => format!("retrying a transient error: {e}"),
+            };
+            w.shared.stats.blocked(&w.topic, w.partition, why);
         }
     }
 

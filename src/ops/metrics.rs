@@ -151,6 +151,7 @@ pub fn stuck_longer_than(snap: &crate::ops::stats::Snapshot, after: Duration) ->
             why: snap
                 .stuck
                 .get(&(topic.clone(), *partition))
+                .or_else(|| snap.blocked_why.get(&(topic.clone(), *partition)))
                 .cloned()
                 .unwrap_or_else(|| "retrying a transient error".into()),
         })
@@ -255,7 +256,7 @@ impl Collector for StatsCollector {
             "topic",
             &topics,
         )?;
-        let retries: Vec<(String, u64)> = ["transient", "dependency", "data"]
+        let retries: Vec<(String, u64)> = ["transient", "deployment", "dependency", "data"]
             .iter()
             .map(|c| {
                 (

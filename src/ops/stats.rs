@@ -57,11 +57,13 @@ pub struct Snapshot {
     /// (topic, partition) → since when it has been stopped, or retrying a
     /// transient error without progress.
     pub blocked_since: HashMap<(String, i32), Instant>,
+    /// (topic, partition) → why it is retrying without progress.
+    pub blocked_why: HashMap<(String, i32), String>,
     /// (topic, partition) → offsets skipped over gaps (`kafka.on_gap: skip`).
     pub skipped_offsets: BTreeMap<(String, i32), u64>,
     /// Chain runs retried, in all.
     pub retries: u64,
-    /// Chain runs retried, by error class (transient, dependency, data).
+    /// Chain runs retried, by error class (transient, deployment, dependency, data).
     pub retries_by_class: BTreeMap<&'static str, u64>,
     /// Recovery passes run (periodic, on a provided key, or from the CLI).
     pub recovery_passes: u64,
@@ -280,6 +282,7 @@ impl Stats {
         let mut s = self.lock();
         let tp = (topic.to_string(), partition);
         s.blocked_since.remove(&tp);
+        s.blocked_why.remove(&tp);
         s.next_offsets.insert(tp, offset + 1);
     }
 
@@ -293,17 +296,22 @@ impl Stats {
         *at = (*at).max(next);
     }
 
-    /// The partition is retrying without progress (from the first retry on).
-    pub fn blocked(&self, topic: &str, partition: i32) {
+    /// The partition is retrying without progress (from the first retry
+    /// on), and why (the last error).
+    pub fn blocked(&self, topic: &str, partition: i32, why: String) {
         let mut s = self.lock();
+        let tp = (topic.to_string(), partition);
         s.blocked_since
-            .entry((topic.to_string(), partition))
+            .entry(tp.clone())
             .or_insert_with(Instant::now);
+        s.blocked_why.insert(tp, why);
     }
 
     pub fn unblocked(&self, topic: &str, partition: i32) {
         let mut s = self.lock();
-        s.blocked_since.remove(&(topic.to_string(), partition));
+        let tp = (topic.to_string(), partition);
+        s.blocked_since.remove(&tp);
+        s.blocked_why.remove(&tp);
     }
 
     pub fn stuck(&self, topic: &str, partition: i32, why: String) {
@@ -329,6 +337,7 @@ impl Stats {
         let tp = (topic.to_string(), partition);
         s.assigned.remove(&tp);
         s.blocked_since.remove(&tp);
+        s.blocked_why.remove(&tp);
     }
 
     pub fn high_watermark(&self, topic: &str, partition: i32, high: i64) {

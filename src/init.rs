@@ -142,4 +142,6 @@ const TEMPLATES_README: &str =
     "Your own minijinja templates, `{name}.sql.j2`, named by `template:` in
 pipelines.yaml. One named like a built-in template (`l0_upsert`, …)
 overrides it; `pgchain render --list-templates` shows which file serves each.
+Every `{{ … }}` writes SQL: a variable goes through `ident`, `qualified`,
+`literal`, `comment`, `sqltype` or `expr`; a bare string is a render error.
 ";

@@ -7,10 +7,25 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::path::Path;
 use tokio_postgres::NoTls;
 
+/// A pool of `size` connections to `url`. Sessions are named in
+/// `pg_stat_activity` as `pgchain` (`pgchain <group>` with [`pool_for`]),
+/// unless the URL sets `application_name` itself.
 pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
-    let pg: tokio_postgres::Config = url
+    pool_named(url, size, "pgchain")
+}
+
+/// [`pool`] for a consumer group's dispatcher: sessions show as `pgchain <group>`.
+pub fn pool_for(url: &str, size: usize, group: &str) -> anyhow::Result<Pool> {
+    pool_named(url, size, &format!("pgchain {group}"))
+}
+
+fn pool_named(url: &str, size: usize, name: &str) -> anyhow::Result<Pool> {
+    let mut pg: tokio_postgres::Config = url
         .parse()
         .with_context(|| format!("invalid PostgreSQL URL {}", redact_url(url)))?;
+    if pg.get_application_name().is_none() {
+        pg.application_name(name);
+    }
     let manager = Manager::from_config(
         pg,
         NoTls,
@@ -48,7 +63,11 @@ pub fn redact_url(url: &str) -> String {
     let mut out = match url.find("://") {
         Some(scheme_end) => {
             let (head, rest) = url.split_at(scheme_end + 3);
-            match rest.rfind('@') {
+            // An `@` inside a query (`?password=p@ss`) is not the
+            // authority's: look for it before the query starts.
+            let query = rest.find("?password=").or_else(|| rest.find("&password="));
+            let authority = query.map_or(rest, |q| &rest[..q]);
+            match authority.rfind('@') {
                 Some(at) => {
                     let userinfo = &rest[..at];
                     match userinfo.split_once(':') {
@@ -234,6 +253,14 @@ mod tests {
             "postgres://a:***@db/x?sslmode=require"
         );
         assert_eq!(redact_url("host=db user=app"), "host=db user=app");
+        assert_eq!(
+            redact_url("postgres://app@db:5432/x?sslmode=require&password=p@ss/w?rd"),
+            "postgres://app@db:5432/x?sslmode=require&password=***"
+        );
+        assert_eq!(
+            redact_url("postgres://db/x?password=a@b"),
+            "postgres://db/x?password=***"
+        );
         assert_eq!(
             redact_url("postgres://app:pa/ss?w@db/x"),
             "postgres://app:***@db/x"

@@ -45,6 +45,10 @@ pub const HEADERS: &[(&str, &str)] = &[
     ("pgchain.status", "parked | dead"),
     ("pgchain.awaits", "the key a parked event waits for"),
     ("pgchain.id", "id in pgchain.dead_letters"),
+    (
+        "pgchain.group",
+        "consumer group; with pgchain.id, what identifies a dead letter",
+    ),
 ];
 
 impl DeadLetter {
@@ -110,7 +114,12 @@ pub fn producer(brokers: &str, options: &[(String, String)]) -> anyhow::Result<F
 
 /// Produces the dead-letter record of row `id` and waits for the broker's
 /// acknowledgement.
-pub async fn publish(producer: &FutureProducer, id: i64, dl: &DeadLetter) -> Result<(), String> {
+pub async fn publish(
+    producer: &FutureProducer,
+    group: &str,
+    id: i64,
+    dl: &DeadLetter,
+) -> Result<(), String> {
     let mut headers = OwnedHeaders::new_with_capacity(dl.headers.len() + HEADERS.len());
     for (k, v) in &dl.headers {
         headers = headers.insert(Header {
@@ -132,6 +141,7 @@ pub async fn publish(producer: &FutureProducer, id: i64, dl: &DeadLetter) -> Res
         ("pgchain.status", Some(dl.status.as_str().to_string())),
         ("pgchain.awaits", dl.awaits.clone()),
         ("pgchain.id", Some(id.to_string())),
+        ("pgchain.group", Some(group.to_string())),
     ];
     for (k, v) in &texts {
         if let Some(v) = v {
@@ -163,12 +173,13 @@ pub async fn publish(producer: &FutureProducer, id: i64, dl: &DeadLetter) -> Res
 pub async fn publish_until_done(
     pool: &Pool,
     producer: &FutureProducer,
+    group: &str,
     stop: &CancellationToken,
     id: i64,
     dl: &DeadLetter,
 ) -> bool {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-    while let Err(e) = publish(producer, id, dl).await {
+    while let Err(e) = publish(producer, group, id, dl).await {
         warn!(
             id,
             topic = dl.topic,

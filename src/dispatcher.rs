@@ -35,7 +35,11 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Builds the dispatcher; call from inside a multi-threaded tokio runtime.
     pub fn new(config: Config) -> anyhow::Result<Dispatcher> {
-        let pool = crate::db::pool(&config.postgres.url, config.postgres.pool_size)?;
+        let pool = crate::db::pool_for(
+            &config.postgres.url,
+            config.postgres.pool_size,
+            &config.kafka.group_id,
+        )?;
         let producer =
             crate::dead_letter::producer(&config.kafka.brokers, &config.kafka_options())?;
         let shared = Arc::new(Shared {

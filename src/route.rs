@@ -120,7 +120,14 @@ impl Router {
         };
         let change = match decoded {
             Decoded::Change(c) => c,
-            Decoded::Tombstone { key } => return Ok(tombstone(&topic.routes, key, coords)),
+            Decoded::Tombstone { key } => {
+                let delivered =
+                    matches!(&topic.routes[..], [r] if r.tombstones == Tombstones::Deliver);
+                if delivered && key.is_empty() {
+                    return Err(RouteError::Undecodable(EMPTY_KEY.into()));
+                }
+                return Ok(tombstone(&topic.routes, key, coords));
+            }
         };
         let route = pick(
             &topic.routes,
@@ -196,8 +203,15 @@ fn tombstone(routes: &[Arc<Route>], key: Map<String, Value>, kafka: KafkaCoords)
 
 /// The event's key: the message's own, or taken from the row with the
 /// pipeline's `key:` columns; a truncate has none.
+/// A key without columns would make every row of the table one key.
+const EMPTY_KEY: &str =
+    "the message key is an empty object; a change needs at least one key column";
+
 fn resolve_key(change: &decode::Change, route: &Route) -> Result<Map<String, Value>, RouteError> {
     match &change.key {
+        Some(key) if key.is_empty() && change.op != Op::Truncate => {
+            Err(RouteError::Undecodable(EMPTY_KEY.into()))
+        }
         Some(key) => Ok(key.clone()),
         None if change.op == Op::Truncate => Ok(Map::new()),
         None if !route.key.is_empty() => {
@@ -260,6 +274,23 @@ mod tests {
             timestamp: Some(5),
             key,
             value,
+        }
+    }
+
+    #[test]
+    fn an_empty_key_is_refused_not_one_key_for_every_row() {
+        let r = router(
+            "  a:\n    topic: t\n    chain: [a.b]\n  b:\n    topic: u\n    tombstones: deliver\n    chain: [a.b]\n",
+        );
+        let update = br#"{"op":"u","after":{"id":1},"source":{"table":"x"}}"#;
+        for (topic, value) in [("t", Some(&update[..])), ("u", None)] {
+            match r.route(&msg(topic, Some(b"{}"), value)) {
+                Err(e) => assert_eq!(
+                    e.to_string(),
+                    "undecodable message: the message key is an empty object; a change needs at least one key column"
+                ),
+                Ok(other) => panic!("{topic}: {other:?}"),
+            }
         }
     }
 

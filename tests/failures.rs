@@ -229,6 +229,7 @@ async fn a_poison_event_is_dead_lettered_byte_for_byte_and_its_partition_flows_o
             ("pgchain.class", Some("data")),
             ("pgchain.status", Some("dead")),
             ("pgchain.id", Some(id.as_str())),
+            ("pgchain.group", Some("g1")),
         ]
     );
     let tomb = by_offset["3"];

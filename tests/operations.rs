@@ -353,6 +353,15 @@ async fn a_step_not_migrated_yet_dead_letters_nothing_and_everything_applies_onc
     assert_eq!(db.i64("select count(*) from pgchain.dead_letters").await, 0);
     assert_eq!(db.i64("select count(*) from t.seen").await, 0);
     assert_eq!(db.applied("g1", "items", 0).await, None);
+    // pgchain's sessions are named after it and its group.
+    assert!(
+        db.i64(
+            "select count(*) from pg_stat_activity
+              where datname = current_database() and application_name = 'pgchain g1'"
+        )
+        .await
+            >= 1
+    );
 
     db.exec("create procedure t.later(inout ev jsonb) language plpgsql as $$ begin end $$")
         .await;

@@ -198,8 +198,11 @@ mod tests {
             assert_eq!(classify(code), ErrorClass::Transient, "{code}");
         }
         assert_eq!(classify("PGW01"), ErrorClass::DependencyMissing);
-        for code in ["23505", "P0001", "22P02", "42883"] {
+        for code in ["23505", "P0001", "22P02", "22P05", "42601"] {
             assert_eq!(classify(code), ErrorClass::Data, "{code}");
+        }
+        for code in ["42883", "42P01", "3F000", "42703", "42P02", "42704"] {
+            assert_eq!(classify(code), ErrorClass::Deployment, "{code}");
         }
     }
 }

@@ -25,13 +25,21 @@ pub(super) fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Decoded
             kind(&payload)
         ));
     };
-    let op = match payload.get("op").and_then(Value::as_str) {
-        Some("c") => Op::Create,
-        Some("u") => Op::Update,
-        Some("d") => Op::Delete,
-        Some("r") => Op::Read,
-        Some("t") => Op::Truncate,
-        Some(other) => return err(format!("unknown Debezium op `{other}`")),
+    let op = match payload.get("op") {
+        Some(Value::String(op)) => match op.as_str() {
+            "c" => Op::Create,
+            "u" => Op::Update,
+            "d" => Op::Delete,
+            "r" => Op::Read,
+            "t" => Op::Truncate,
+            other => return err(format!("unknown Debezium op `{other}`")),
+        },
+        Some(other) => {
+            return err(format!(
+                "the Debezium `op` must be a string (c, u, d, r or t), found {}: {other}",
+                kind(other)
+            ));
+        }
         None => return err("the Debezium payload has no `op`"),
     };
     let before = object_or_null(payload.get("before"), "before")?;

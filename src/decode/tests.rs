@@ -169,6 +169,12 @@ fn undecodable_messages_say_why() {
         (
             Format::Debezium,
             None,
+            Some(br#"{"op":1,"after":{}}"#),
+            "the Debezium `op` must be a string (c, u, d, r or t), found a number: 1",
+        ),
+        (
+            Format::Debezium,
+            None,
             Some(br#"{"op":"c","after":null}"#),
             "op `c` without an `after` row",
         ),

@@ -257,8 +257,15 @@ impl PartitionWorker {
                 offset = dl.offset,
                 "publishing a dead letter a restart left unpublished"
             );
-            if !dead_letter::publish_until_done(&shared.pool, &shared.producer, &self.stop, id, &dl)
-                .await
+            if !dead_letter::publish_until_done(
+                &shared.pool,
+                &shared.producer,
+                &shared.group,
+                &self.stop,
+                id,
+                &dl,
+            )
+            .await
             {
                 return false;
             }
@@ -568,8 +575,15 @@ impl PartitionWorker {
             }
         };
         if !published
-            && !dead_letter::publish_until_done(&shared.pool, &shared.producer, &self.stop, id, &dl)
-                .await
+            && !dead_letter::publish_until_done(
+                &shared.pool,
+                &shared.producer,
+                &shared.group,
+                &self.stop,
+                id,
+                &dl,
+            )
+            .await
         {
             return Some(Step::Interrupted);
         }

@@ -98,24 +98,28 @@ impl DeadLetter {
 }
 
 /// The producer of dead-letter records: idempotent, every replica acks.
-pub fn producer(brokers: &str, options: &[(String, String)]) -> anyhow::Result<FutureProducer> {
+/// The dead-letter producer; its errors are said at a bounded rate.
+pub type DeadLetterProducer = FutureProducer<crate::kafka::QuietContext>;
+
+pub fn producer(brokers: &str, options: &[(String, String)]) -> anyhow::Result<DeadLetterProducer> {
     let mut cc = crate::kafka::producer_config(options);
     cc.set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "0");
-    cc.create().map_err(|e| {
-        anyhow::anyhow!(
-            "cannot create the dead-letter producer: {}",
-            crate::kafka::redact_kafka_error(e)
-        )
-    })
+    cc.create_with_context(crate::kafka::QuietContext::new(brokers))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the dead-letter producer: {}",
+                crate::kafka::redact_kafka_error(e)
+            )
+        })
 }
 
 /// Produces the dead-letter record of row `id` and waits for the broker's
 /// acknowledgement.
 pub async fn publish(
-    producer: &FutureProducer,
+    producer: &DeadLetterProducer,
     group: &str,
     id: i64,
     dl: &DeadLetter,
@@ -172,7 +176,7 @@ pub async fn publish(
 /// fires (false).
 pub async fn publish_until_done(
     pool: &Pool,
-    producer: &FutureProducer,
+    producer: &DeadLetterProducer,
     group: &str,
     stop: &CancellationToken,
     id: i64,
@@ -210,22 +214,22 @@ pub async fn ensure_topics(
     topics: &[(String, String)],
 ) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
     let mut cc = ClientConfig::new();
     for (k, v) in options {
         cc.set(k, v);
     }
     cc.set("bootstrap.servers", brokers);
-    let admin: AdminClient<DefaultClientContext> = match cc.create() {
-        Ok(a) => a,
-        Err(e) => {
-            warn!(
-                "cannot create dead-letter topics: {}",
-                crate::kafka::redact_kafka_error(e)
-            );
-            return;
-        }
-    };
+    let admin: AdminClient<crate::kafka::QuietContext> =
+        match cc.create_with_context(crate::kafka::QuietContext::new(brokers)) {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(
+                    "cannot create dead-letter topics: {}",
+                    crate::kafka::redact_kafka_error(e)
+                );
+                return;
+            }
+        };
     let admin = std::sync::Arc::new(admin);
     let wanted: Vec<(String, String)> = topics.to_vec();
     let sizes = {

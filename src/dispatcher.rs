@@ -164,23 +164,7 @@ impl Dispatcher {
     /// Consumes until `shutdown` resolves, then finishes the chains in flight,
     /// commits the offsets and leaves the group.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        if self.config.dead_letters.create_topics {
-            let pairs: Vec<(String, String)> = self
-                .config
-                .topics()
-                .into_iter()
-                .map(|t| {
-                    let dlq = self.config.dead_letters.topic_for(&t);
-                    (t, dlq)
-                })
-                .collect();
-            crate::dead_letter::ensure_topics(
-                &self.config.kafka.brokers,
-                &self.config.kafka_options(),
-                &pairs,
-            )
-            .await;
-        }
+        tokio::pin!(shutdown);
         let recovery_stop = CancellationToken::new();
         let monitor = Arc::new(crate::ops::metrics::Monitor::new(
             self.shared.stats.clone(),
@@ -207,6 +191,34 @@ impl Dispatcher {
             self.config.alerts.clone(),
             recovery_stop.clone(),
         )));
+        // After the listener: /readyz answers while the brokers are asked.
+        if self.config.dead_letters.create_topics {
+            let pairs: Vec<(String, String)> = self
+                .config
+                .topics()
+                .into_iter()
+                .map(|t| {
+                    let dlq = self.config.dead_letters.topic_for(&t);
+                    (t, dlq)
+                })
+                .collect();
+            let options = self.config.kafka_options();
+            let ensured =
+                crate::dead_letter::ensure_topics(&self.config.kafka.brokers, &options, &pairs);
+            // Unreachable brokers make this slow: a signal meanwhile ends
+            // the start cleanly.
+            tokio::select! {
+                () = ensured => {}
+                () = &mut shutdown => {
+                    tracing::info!("stopped during start-up, before consuming");
+                    recovery_stop.cancel();
+                    for t in side_tasks {
+                        let _ = t.await;
+                    }
+                    return Ok(());
+                }
+            }
+        }
         let recovery = tokio::spawn(
             crate::recovery::Recovery {
                 redriver: crate::recovery::Redriver {
@@ -260,7 +272,7 @@ impl Dispatcher {
                 .spawn(move || poll_until(consumer, stop))
                 .context("cannot start the poll thread")?
         };
-        shutdown.await;
+        (&mut shutdown).await;
         tracing::info!("shutting down: finishing the chains in flight");
         stop.cancel();
         tokio::task::spawn_blocking(move || poller.join())
@@ -304,14 +316,18 @@ impl Dispatcher {
                     .to_string(),
             );
         // librdkafka echoes a rejected value, which may be a password.
-        cc.create_with_context(ChainContext::new(events, self.shared.stats.clone()))
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "{} (in {})",
-                    crate::kafka::redact_kafka_error(e),
-                    self.config.path.display()
-                )
-            })
+        cc.create_with_context(ChainContext::new(
+            events,
+            self.shared.stats.clone(),
+            &self.config.kafka.brokers,
+        ))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{} (in {})",
+                crate::kafka::redact_kafka_error(e),
+                self.config.path.display()
+            )
+        })
     }
 }
 

@@ -211,6 +211,104 @@ async fn run_stops_on_sigterm_after_the_chains_in_flight_and_exits_zero() {
     assert_eq!(ledger, seen);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_brokers_are_named_on_readyz_and_sigterm_during_start_up_exits_zero() {
+    let db = TestDb::new("nobroker").await;
+    db.exec(TEST_STEPS).await;
+    // Nothing listens on port 1.
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listen.local_addr().unwrap().port();
+    drop(listen);
+    let dir = temp_dir("nobroker");
+    let yaml = |create: bool| {
+        format!(
+            "kafka:\n  brokers: 127.0.0.1:1\n  group_id: g1\npostgres:\n  url: {}\n\
+             monitoring:\n  listen: 127.0.0.1:{port}\n\
+             dead_letters:\n  create_topics: {create}\n\
+             pipelines:\n  p:\n    topic: items\n    chain: [t.record]\n",
+            db.url
+        )
+    };
+    let readyz = || async move {
+        match reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(_) => (0, String::new()),
+        }
+    };
+    // Without the topic check, the consumer reports the brokers down.
+    let path = write(&dir, "p.yaml", &yaml(false));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgchain"))
+        .args(["run", "-c", path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let body = loop {
+        let (code, body) = readyz().await;
+        if code == 503
+            && body.contains("cannot reach the Kafka brokers 127.0.0.1:1 (kafka.brokers)")
+        {
+            break body;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "/readyz never named the brokers: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(body.contains("no partitions assigned"), "{body}");
+    // Let librdkafka retry for a while: the error is said once, not per retry.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let kill = |pid: u32| {
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    assert!(kill(child.id()).success());
+    let out = tokio::task::spawn_blocking(move || {
+        child.stdin.take();
+        child.wait_with_output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(out.status.success(), "exit status {:?}", out.status);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let said = log
+        .matches("cannot reach the Kafka brokers 127.0.0.1:1")
+        .count();
+    assert!((1..=2).contains(&said), "said {said} times:\n{log}");
+
+    // With the topic check, start-up waits on the brokers; SIGTERM then
+    // ends it cleanly.
+    let path = write(&dir, "q.yaml", &yaml(true));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgchain"))
+        .args(["run", "-c", path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while readyz().await.0 != 503 {
+        assert!(start.elapsed() < Duration::from_secs(30), "never listened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(kill(child.id()).success());
+    let started = Instant::now();
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn docker_compose_declares_migrate_then_pgchain_against_kafka_and_postgres() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

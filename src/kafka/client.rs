@@ -163,3 +163,132 @@ pub fn redact_kafka_error(e: rdkafka::error::KafkaError) -> String {
         other => other.to_string(),
     }
 }
+
+/// Says a repeated error once, then at most every `every`, with how many
+/// were left unsaid: librdkafka reports an unreachable broker many times a
+/// second.
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    seen: std::sync::Mutex<HashMap<String, (std::time::Instant, u64)>>,
+}
+
+impl Throttle {
+    pub fn new(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            seen: std::sync::Mutex::default(),
+        }
+    }
+
+    /// `Some(unsaid)` when this occurrence of `key` is to be said now.
+    pub fn admit(&self, key: &str) -> Option<u64> {
+        self.admit_at(key, std::time::Instant::now())
+    }
+
+    fn admit_at(&self, key: &str, now: std::time::Instant) -> Option<u64> {
+        let mut seen = self.seen.lock().expect("throttle lock");
+        match seen.get_mut(key) {
+            Some((said, unsaid)) if now.duration_since(*said) < self.every => {
+                *unsaid += 1;
+                None
+            }
+            Some((said, unsaid)) => {
+                let n = *unsaid;
+                (*said, *unsaid) = (now, 0);
+                Some(n)
+            }
+            None => {
+                seen.insert(key.to_string(), (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+/// How often a repeated librdkafka error is said.
+pub const ERROR_EVERY: Duration = Duration::from_secs(30);
+
+/// True for an error that means the brokers cannot be reached.
+pub fn unreachable(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::*;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(AllBrokersDown | BrokerTransportFailure | Resolve | Authentication)
+    )
+}
+
+/// Says a librdkafka error through `throttle`, naming the brokers.
+pub fn say_error(
+    throttle: &Throttle,
+    brokers: &str,
+    error: &rdkafka::error::KafkaError,
+    reason: &str,
+) {
+    // Every client (consumer, dead-letter producer, admin) meets the same
+    // unreachable cluster: that is said once for all of them.
+    static UNREACHABLE: std::sync::LazyLock<Throttle> =
+        std::sync::LazyLock::new(|| Throttle::new(ERROR_EVERY));
+    let admitted = if unreachable(error) {
+        UNREACHABLE.admit(brokers)
+    } else {
+        throttle.admit(&format!("{:?}", error.rdkafka_error_code()))
+    };
+    if let Some(unsaid) = admitted {
+        let more = if unsaid > 0 {
+            format!(
+                " ({unsaid} more like it in the last {} s)",
+                ERROR_EVERY.as_secs()
+            )
+        } else {
+            String::new()
+        };
+        if unreachable(error) {
+            tracing::error!(
+                "cannot reach the Kafka brokers {brokers} (kafka.brokers): {error}: {reason}{more}"
+            );
+        } else {
+            tracing::error!("Kafka ({brokers}): {error}: {reason}{more}");
+        }
+    }
+}
+
+/// The context of pgchain's other Kafka clients (the dead-letter producer,
+/// the admin client): their errors said at a bounded rate.
+pub struct QuietContext {
+    brokers: String,
+    throttle: Throttle,
+}
+
+impl QuietContext {
+    pub fn new(brokers: &str) -> QuietContext {
+        QuietContext {
+            brokers: brokers.to_string(),
+            throttle: Throttle::new(ERROR_EVERY),
+        }
+    }
+}
+
+impl rdkafka::ClientContext for QuietContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        say_error(&self.throttle, &self.brokers, &error, reason);
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_error_is_said_once_then_at_most_every_period_with_the_count() {
+        let t = Throttle::new(Duration::from_secs(30));
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(t.admit_at("down", at(0)), Some(0));
+        assert_eq!(t.admit_at("down", at(1)), None);
+        assert_eq!(t.admit_at("down", at(29)), None);
+        assert_eq!(t.admit_at("other", at(29)), Some(0));
+        assert_eq!(t.admit_at("down", at(30)), Some(2));
+        assert_eq!(t.admit_at("down", at(31)), None);
+    }
+}

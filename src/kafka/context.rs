@@ -62,6 +62,10 @@ pub enum Rebalance {
 
 pub struct ChainContext {
     events: UnboundedSender<Rebalance>,
+    /// `kafka.brokers`, named when they cannot be reached.
+    brokers: String,
+    /// librdkafka's errors, said at a bounded rate.
+    throttle: crate::kafka::Throttle,
     /// High watermarks from librdkafka's statistics go here (the lag metric).
     stats: Stats,
     /// Set right after the consumer is created; partition queues need the Arc.
@@ -69,9 +73,11 @@ pub struct ChainContext {
 }
 
 impl ChainContext {
-    pub fn new(events: UnboundedSender<Rebalance>, stats: Stats) -> Self {
+    pub fn new(events: UnboundedSender<Rebalance>, stats: Stats, brokers: &str) -> Self {
         ChainContext {
             events,
+            brokers: brokers.to_string(),
+            throttle: crate::kafka::Throttle::new(crate::kafka::ERROR_EVERY),
             stats,
             consumer: OnceLock::new(),
         }
@@ -150,7 +156,26 @@ impl ClientContext for ChainContext {
     /// librdkafka's statistics (every `statistics.interval.ms`): the high
     /// watermark of each partition, for the lag metric, with no extra
     /// requests to the brokers.
+    /// Said at a bounded rate; an unreachable cluster is also what
+    /// `/readyz` says until a broker is up again.
+    fn error(&self, error: KafkaError, reason: &str) {
+        crate::kafka::say_error(&self.throttle, &self.brokers, &error, reason);
+        if crate::kafka::unreachable(&error) {
+            self.stats.kafka_unreachable(Some(format!(
+                "cannot reach the Kafka brokers {} (kafka.brokers): {error}: {reason}",
+                self.brokers
+            )));
+        }
+    }
+
     fn stats(&self, statistics: rdkafka::Statistics) {
+        if statistics
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP")
+        {
+            self.stats.kafka_unreachable(None);
+        }
         for (name, topic) in &statistics.topics {
             for (id, p) in &topic.partitions {
                 if *id >= 0 && p.hi_offset >= 0 {

@@ -40,7 +40,7 @@ pub struct Shared {
     /// Retry settings for pgchain's own writes (dead letters).
     pub retries_default: crate::config::Retries,
     /// Producer of dead-letter records.
-    pub producer: rdkafka::producer::FutureProducer,
+    pub producer: crate::dead_letter::DeadLetterProducer,
     pub dead_letters: crate::config::DeadLetters,
     /// Most events of one partition run in one transaction.
     pub max_batch: usize,

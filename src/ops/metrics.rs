@@ -77,6 +77,9 @@ impl Monitor {
         if snap.assigned.is_empty() {
             problems.push("no partitions assigned".to_string());
         }
+        if let Some(why) = &snap.kafka_unreachable {
+            problems.push(why.clone());
+        }
         for Stuck {
             topic,
             partition,

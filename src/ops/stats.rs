@@ -61,6 +61,8 @@ pub struct Snapshot {
     pub blocked_why: HashMap<(String, i32), String>,
     /// (topic, partition) → offsets skipped over gaps (`kafka.on_gap: skip`).
     pub skipped_offsets: BTreeMap<(String, i32), u64>,
+    /// Why the Kafka cluster cannot be reached, while it cannot.
+    pub kafka_unreachable: Option<String>,
     /// Chain runs retried, in all.
     pub retries: u64,
     /// Chain runs retried, by error class (transient, deployment, dependency, data).
@@ -294,6 +296,11 @@ impl Stats {
         *s.skipped_offsets.entry(tp.clone()).or_default() += n;
         let at = s.next_offsets.entry(tp).or_insert(next);
         *at = (*at).max(next);
+    }
+
+    /// The Kafka cluster cannot be reached (why), or can again (`None`).
+    pub fn kafka_unreachable(&self, why: Option<String>) {
+        self.lock().kafka_unreachable = why;
     }
 
     /// The partition is retrying without progress (from the first retry

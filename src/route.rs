@@ -121,13 +121,9 @@ impl Router {
         let change = match decoded {
             Decoded::Change(c) => c,
             Decoded::Tombstone { key } => {
-                let delivered =
-                    matches!(&topic.routes[..], [r] if r.tombstones == Tombstones::Deliver);
-                if delivered && key.is_empty() {
-                    return Err(RouteError::Undecodable(EMPTY_KEY.into()));
-                }
-                return Ok(tombstone(&topic.routes, key, coords));
+                return tombstone(&topic.routes, key, coords, "tombstone");
             }
+            Decoded::NullValue { key } => return tombstone(&topic.routes, key, coords, NULL_VALUE),
         };
         let route = pick(
             &topic.routes,
@@ -165,8 +161,17 @@ impl Router {
 }
 
 /// A tombstone names no table: only a topic's single pipeline can take it.
-fn tombstone(routes: &[Arc<Route>], key: Map<String, Value>, kafka: KafkaCoords) -> Routed {
-    match routes {
+fn tombstone(
+    routes: &[Arc<Route>],
+    key: Map<String, Value>,
+    kafka: KafkaCoords,
+    reason: &'static str,
+) -> Result<Routed, RouteError> {
+    let delivered = matches!(routes, [r] if r.tombstones == Tombstones::Deliver);
+    if delivered && key.is_empty() {
+        return Err(RouteError::Undecodable(EMPTY_KEY.into()));
+    }
+    Ok(match routes {
         [route] if route.tombstones == Tombstones::Deliver => {
             let source = crate::event::Source {
                 system: route
@@ -192,21 +197,24 @@ fn tombstone(routes: &[Arc<Route>], key: Map<String, Value>, kafka: KafkaCoords)
         }
         [route] => Routed::Skip {
             pipeline: Some(route.pipeline.clone()),
-            reason: "tombstone",
+            reason,
         },
         _ => Routed::Skip {
             pipeline: None,
-            reason: "tombstone",
+            reason,
         },
-    }
+    })
 }
 
-/// The event's key: the message's own, or taken from the row with the
-/// pipeline's `key:` columns; a truncate has none.
+/// The reason of a skipped JSON `null` value (not a Kafka tombstone).
+pub const NULL_VALUE: &str = "a JSON null value";
+
 /// A key without columns would make every row of the table one key.
 const EMPTY_KEY: &str =
     "the message key is an empty object; a change needs at least one key column";
 
+/// The event's key: the message's own, or taken from the row with the
+/// pipeline's `key:` columns; a truncate has none.
 fn resolve_key(change: &decode::Change, route: &Route) -> Result<Map<String, Value>, RouteError> {
     match &change.key {
         Some(key) if key.is_empty() && change.op != Op::Truncate => {

@@ -537,6 +537,36 @@ async fn an_undecodable_message_is_dead_lettered_at_once_and_names_why() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn json_null_values_are_counted_apart_from_tombstones() {
+    let db = TestDb::new("nulls").await;
+    db.exec(TEST_STEPS).await;
+    let kafka = Kafka::new(&[("items", 1)]);
+    kafka
+        .produce(vec![
+            record("items", Some(r#"{"id": 1}"#), Some("null")),
+            record(
+                "items",
+                Some(r#"{"id": 2}"#),
+                Some(r#"{"schema": {"type": "struct"}, "payload": null}"#),
+            ),
+            record("items", Some(r#"{"id": 3}"#), None),
+            versions("items", 1, 1).remove(0),
+        ])
+        .await;
+    let run = start(config(
+        &one_pipeline("items", "debezium", "t.record", ""),
+        &kafka,
+        &db,
+    ));
+    run.drained(&kafka, &["items"]).await;
+    let snap = run.stop().await;
+    let p = &snap.pipelines["p"];
+    assert_eq!((p.null_values, p.tombstones, p.applied), (2, 1, 1));
+    assert_eq!(db.i64("select count(*) from t.seen").await, 1);
+    assert_eq!(db.i64("select count(*) from pgchain.dead_letters").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn numbers_reach_the_step_with_every_digit_as_sent() {
     let db = TestDb::new("digits").await;
     db.exec(TEST_STEPS).await;

@@ -10,13 +10,18 @@ pub(super) fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Decoded
         None => None,
     };
     let payload = match value {
-        None => None,
+        None => {
+            return match key {
+                Some(key) => Ok(Decoded::Tombstone { key }),
+                None => err("the message has neither a key nor a value"),
+            };
+        }
         Some(bytes) => unwrap_payload(parse_json(bytes, "the message value")?),
     };
     let Some(payload) = payload else {
         return match key {
-            Some(key) => Ok(Decoded::Tombstone { key }),
-            None => err("the message has neither a key nor a value"),
+            Some(key) => Ok(Decoded::NullValue { key }),
+            None => err("the message has no key and its value is null"),
         };
     };
     let Value::Object(payload) = payload else {

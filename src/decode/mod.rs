@@ -21,6 +21,12 @@ pub enum Decoded {
     Tombstone {
         key: Map<String, Value>,
     },
+    /// A value that is JSON `null`, or a `{"schema": …, "payload": null}`
+    /// envelope: not a Kafka tombstone (those have no value at all), but
+    /// handled as one, and counted and logged apart.
+    NullValue {
+        key: Map<String, Value>,
+    },
 }
 
 /// A decoded change without Kafka coordinates and pipeline.

@@ -70,6 +70,24 @@ fn debezium_tombstone_and_truncate() {
             key: obj(json!({"id": 1002}))
         }
     );
+    // A JSON null value, bare or in the JsonConverter's envelope, is not a
+    // Kafka tombstone: said apart.
+    for value in [
+        &b"null"[..],
+        br#"{"schema": {"type": "struct"}, "payload": null}"#,
+    ] {
+        assert_eq!(
+            decode(
+                Format::Debezium,
+                Some(br#"{"id": 7}"#),
+                Some(value),
+                &DecodeOptions::default()
+            ),
+            Ok(Decoded::NullValue {
+                key: obj(json!({"id": 7}))
+            })
+        );
+    }
     let t = change(debezium("pg_truncate"));
     assert_eq!(
         (t.op, t.key, t.before, t.after),

@@ -84,6 +84,8 @@ enum Item {
     Skip {
         pipeline: Option<String>,
         offset: i64,
+        /// A JSON `null` value rather than a Kafka tombstone.
+        null_value: bool,
     },
     /// Undecodable or unroutable: dead-lettered at once.
     Reject {
@@ -287,12 +289,10 @@ impl PartitionWorker {
             };
             match self.shared.router.route(&view) {
                 Ok(Routed::Event(ev, route)) => items.push(Item::Run(ev, route, i)),
-                Ok(Routed::Skip {
-                    pipeline,
-                    reason: _,
-                }) => items.push(Item::Skip {
+                Ok(Routed::Skip { pipeline, reason }) => items.push(Item::Skip {
                     pipeline,
                     offset: view.offset,
+                    null_value: reason == crate::route::NULL_VALUE,
                 }),
                 Err(e) => {
                     let class = match e {
@@ -476,11 +476,45 @@ impl PartitionWorker {
     }
 
     fn count_skip(&self, item: &Item) {
-        if let Item::Skip {
-            pipeline: Some(p), ..
+        let Item::Skip {
+            pipeline,
+            offset,
+            null_value,
         } = item
-        {
-            self.shared.stats.record(p, |c| c.tombstones += 1);
+        else {
+            return;
+        };
+        if *null_value {
+            // A producer bug more often than a deliberate tombstone: said,
+            // at a bounded rate per topic.
+            static SAID: std::sync::LazyLock<crate::kafka::Throttle> =
+                std::sync::LazyLock::new(|| crate::kafka::Throttle::new(crate::kafka::ERROR_EVERY));
+            if let Some(unsaid) = SAID.admit(&self.topic) {
+                warn!(
+                    topic = self.topic,
+                    partition = self.partition,
+                    offset,
+                    "skipped a message whose value is JSON null (or a null payload), not a Kafka tombstone; \
+                     handled as a tombstone{}",
+                    if unsaid > 0 {
+                        format!(
+                            " ({unsaid} more on this topic in the last {} s)",
+                            crate::kafka::ERROR_EVERY.as_secs()
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+        if let Some(p) = pipeline {
+            self.shared.stats.record(p, |c| {
+                if *null_value {
+                    c.null_values += 1;
+                } else {
+                    c.tombstones += 1;
+                }
+            });
         }
     }
 

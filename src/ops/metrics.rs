@@ -202,7 +202,7 @@ impl Collector for StatsCollector {
                 .map(|(p, c)| (p.clone(), f(c)))
                 .collect()
         };
-        let events: [(&str, &str, Count); 8] = [
+        let events: [(&str, &str, Count); 9] = [
             (
                 "pgchain_events_consumed",
                 "Messages read, per pipeline (`-`: no pipeline took them)",
@@ -227,6 +227,11 @@ impl Collector for StatsCollector {
                 "pgchain_events_tombstones_skipped",
                 "Tombstones passed over (tombstones: skip)",
                 |c| c.tombstones,
+            ),
+            (
+                "pgchain_events_null_values_skipped",
+                "Messages whose value is JSON null (or a null payload) passed over as tombstones",
+                |c| c.null_values,
             ),
             (
                 "pgchain_events_parked",

@@ -22,6 +22,9 @@ pub struct PipelineCounts {
     pub already_applied: u64,
     /// Tombstones passed over (`tombstones: skip`).
     pub tombstones: u64,
+    /// Messages whose value is JSON `null` (or a null payload), passed
+    /// over as tombstones.
+    pub null_values: u64,
     /// Events parked (waiting for a dependency, or behind one of their key).
     pub parked: u64,
     /// Events dead-lettered.
@@ -98,14 +101,14 @@ impl Snapshot {
                 "{:<18} {:>8} {:>10} {:>9} {:>11} {:>7} {:>9} {:>5}\n",
                 name,
                 c.applied,
-                c.tombstones,
+                c.tombstones + c.null_values,
                 c.filtered,
                 c.already_applied,
                 c.parked,
                 c.replayed,
                 c.dead_lettered
             ));
-            total += c.applied + c.tombstones + c.filtered + c.already_applied;
+            total += c.applied + c.tombstones + c.null_values + c.filtered + c.already_applied;
         }
         (out, total)
     }

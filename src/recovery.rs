@@ -15,8 +15,8 @@
 use crate::chain::Backoff;
 use crate::chain::{self, ChainError, ErrorClass};
 use crate::ops::stats::Stats;
-use crate::route::{Message as RouteMessage, Routed, Router};
-use crate::store::dead_letters::{self, Candidate, Selection};
+use crate::route::{Message as RouteMessage, RouteError, Routed, Router};
+use crate::store::dead_letters::{self, Candidate, Class, Reason, Selection, Status};
 use deadpool_postgres::Pool;
 use futures::StreamExt;
 use serde::Serialize;
@@ -41,6 +41,14 @@ pub struct Scope {
     pub awaiting: Option<String>,
     /// Only rows replayed fewer times than this (recovery's cap).
     pub max_replays: Option<i32>,
+}
+
+/// Why one replay did not run.
+enum Replay {
+    /// The chain (or the database) failed.
+    Chain(ChainError),
+    /// The message still cannot be decoded or routed.
+    Route(RouteError),
 }
 
 /// What a pass did.
@@ -79,7 +87,27 @@ impl Redriver {
                 report.behind += 1;
                 continue;
             }
-            match self.replay(&row, resolution).await {
+            let replayed = match self.replay(&row, resolution).await {
+                Ok(r) => Ok(r),
+                Err(Replay::Chain(e)) => Err(e),
+                // Still undecodable or unroutable: dead again, its class kept.
+                Err(Replay::Route(e)) => {
+                    let class = match e {
+                        RouteError::Undecodable(_) => Class::Undecodable,
+                        RouteError::Unroutable(_) => Class::Unroutable,
+                    };
+                    let reason = Reason {
+                        status: Status::Dead,
+                        class,
+                        message: e.to_string(),
+                        awaits: None,
+                    };
+                    dead_letters::failed_again_as(&self.pool, row.id, &reason, None, None).await?;
+                    report.still_dead += 1;
+                    continue;
+                }
+            };
+            match replayed {
                 Ok(status) => match status.as_str() {
                     "applied" | "filtered" => {
                         report.replayed += 1;
@@ -127,7 +155,7 @@ impl Redriver {
     }
 
     /// Runs one row through its chain; the status `pgchain.replay` reports.
-    async fn replay(&self, row: &Candidate, resolution: &str) -> Result<String, ChainError> {
+    async fn replay(&self, row: &Candidate, resolution: &str) -> Result<String, Replay> {
         let msg = RouteMessage {
             topic: &row.topic,
             partition: row.partition,
@@ -136,34 +164,32 @@ impl Redriver {
             key: row.key.as_deref(),
             value: row.value.as_deref(),
         };
-        let routed = self.router.route(&msg).map_err(|e| ChainError {
-            class: ErrorClass::Data,
-            sqlstate: None,
-            step: None,
-            message: e.to_string(),
-            detail: None,
-        });
-        let (steps, ev) = match routed {
-            Ok(Routed::Event(ev, route)) => (route.steps.clone(), serde_json::to_value(&ev)),
+        let (steps, ev) = match self.router.route(&msg).map_err(Replay::Route)? {
+            Routed::Event(ev, route) => (route.steps.clone(), serde_json::to_value(&ev)),
             // A tombstone the pipeline now skips: nothing to run.
-            Ok(Routed::Skip { .. }) => (Vec::new(), Ok(serde_json::Value::Null)),
-            Err(e) => return Err(e),
+            Routed::Skip { .. } => (Vec::new(), Ok(serde_json::Value::Null)),
         };
-        let ev = ev.map_err(|e| ChainError {
-            class: ErrorClass::Data,
-            sqlstate: None,
-            step: None,
-            message: format!("cannot encode the event: {e}"),
-            detail: None,
+        let ev = ev.map_err(|e| {
+            Replay::Chain(ChainError {
+                class: ErrorClass::Data,
+                sqlstate: None,
+                step: None,
+                message: format!("cannot encode the event: {e}"),
+                detail: None,
+            })
         })?;
-        let client = self.pool.get().await.map_err(chain::pool_error)?;
+        let client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| Replay::Chain(chain::pool_error(e)))?;
         let row = client
             .query_one(
                 "call pgchain.replay($1, $2, $3, $4, null)",
                 &[&row.id, &steps, &Json(&ev), &resolution],
             )
             .await
-            .map_err(|e| chain::db_error(&e))?;
+            .map_err(|e| Replay::Chain(chain::db_error(&e)))?;
         Ok(row.get::<_, Option<String>>(0).unwrap_or_default())
     }
 

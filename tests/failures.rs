@@ -643,6 +643,36 @@ async fn dead_letters_are_listed_replayed_and_discarded_from_the_command_line() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replayed_undecodable_message_stays_undecodable() {
+    let db = TestDb::new("dlqclass").await;
+    db.exec(TEST_STEPS).await;
+    let kafka = Kafka::new(&[("items", 1)]);
+    kafka
+        .produce(vec![record("items", Some(r#"{"id": 1}"#), Some("{oops"))])
+        .await;
+    let text = yaml("items", "t.record", "")
+        .replace("{brokers}", &kafka.brokers)
+        .replace("{url}", &db.url);
+    let dir = temp_dir("dlqclass");
+    let path = dir.join("p.yaml");
+    std::fs::write(&path, &text).unwrap();
+    let run = start(config(&yaml("items", "t.record", ""), &kafka, &db));
+    run.drained(&kafka, &["items"]).await;
+    run.stop().await;
+    let o = pgchain(&["dlq", "replay", "-c", path.to_str().unwrap(), "--all"]);
+    assert!(!o.status.success(), "{}", out(&o));
+    assert!(out(&o).contains("still dead 1"), "{}", out(&o));
+    assert_eq!(
+        db.strings(
+            "select concat_ws(' | ', status, error_class, replays, left(error_message, 41))
+               from pgchain.dead_letters"
+        )
+        .await,
+        ["dead | undecodable | 1 | undecodable message: the message value is"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_crash_before_the_offset_commit_writes_no_second_dead_letter() {
     let db = TestDb::new("dlqcrash").await;
     db.exec(TEST_STEPS).await;

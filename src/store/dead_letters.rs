@@ -486,7 +486,25 @@ pub async fn candidates(
 
 /// Records a failed replay of row `id`: parked again on PGW01, dead otherwise.
 pub async fn failed_again(pool: &Pool, id: i64, e: &ChainError) -> Result<(), ChainError> {
-    let r = Reason::of(e);
+    failed_again_as(
+        pool,
+        id,
+        &Reason::of(e),
+        e.step.as_deref(),
+        e.sqlstate.as_deref(),
+    )
+    .await
+}
+
+/// Records a failed replay of row `id` as `r` says (a message that still
+/// cannot be decoded or routed keeps its class).
+pub async fn failed_again_as(
+    pool: &Pool,
+    id: i64,
+    r: &Reason,
+    step: Option<&str>,
+    sqlstate: Option<&str>,
+) -> Result<(), ChainError> {
     let client = pool.get().await.map_err(chain::pool_error)?;
     client
         .execute(
@@ -500,8 +518,8 @@ pub async fn failed_again(pool: &Pool, id: i64, e: &ChainError) -> Result<(), Ch
                 &r.status.as_str(),
                 &r.class.as_str(),
                 &r.awaits.as_deref().map(storable),
-                &e.step.as_deref().map(storable),
-                &e.sqlstate,
+                &step.map(storable),
+                &sqlstate,
                 &storable(&r.message),
             ],
         )

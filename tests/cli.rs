@@ -397,7 +397,10 @@ async fn status_shows_applied_positions_lag_and_dead_letters() {
             Some(&value.to_string()),
         )
     };
-    kafka.produce((0..20).map(event).collect()).await;
+    let mut first: Vec<_> = (0..20).map(event).collect();
+    // A skipped tombstone last on its partition: applied as far as lag goes.
+    first.push(record("items", Some(&json!({"id": 3}).to_string()), None));
+    kafka.produce(first).await;
     let template = "kafka:\n  brokers: {brokers}\n  group_id: g1\npostgres:\n  url: {url}\npipelines:\n  p:\n    topic: items\n    chain: [t.poison, t.record]\n    retries: {data: {attempts: 1}}\n";
     let run = common::start(common::config(template, &kafka, &db));
     run.drained(&kafka, &["items"]).await;
@@ -420,15 +423,16 @@ async fn status_shows_applied_positions_lag_and_dead_letters() {
     assert_eq!(rows.len(), 2);
     let total = |f: &str| rows.iter().map(|r| r[f].as_i64().unwrap()).sum::<i64>();
     assert_eq!(total("lag"), 3, "{rows:?}");
-    assert_eq!(total("high_watermark"), 23);
+    assert_eq!(total("high_watermark"), 24);
     assert_eq!(total("dead"), 1, "{rows:?}");
     assert_eq!(total("parked"), 0, "{rows:?}");
     assert_eq!(
         rows.iter()
             .map(|r| r["applied"].as_i64().unwrap() + 1)
             .sum::<i64>(),
-        20
+        21
     );
+    assert!(rows.iter().all(|r| r["problem"].is_null()), "{rows:?}");
     assert!(rows.iter().all(|r| {
         r["pipeline"] == "p"
             && r["last_applied_at"]
@@ -439,4 +443,13 @@ async fn status_shows_applied_positions_lag_and_dead_letters() {
     let table = stdout(&pgchain(&["status", "-c", path.to_str().unwrap()]));
     assert!(table.starts_with("pipeline "), "{table}");
     assert_eq!(table.lines().count(), 3, "{table}");
+
+    // A ledger past the log's end (a recreated topic) is named, not shown as lag 0.
+    db.exec("update pgchain.offsets set applied_through = 500 where partition = 0")
+        .await;
+    let table = stdout(&pgchain(&["status", "-c", path.to_str().unwrap()]));
+    assert!(
+        table.contains("  ^ the ledger says offset 500 is applied, but the partition ends at"),
+        "{table}"
+    );
 }

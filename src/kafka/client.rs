@@ -103,6 +103,18 @@ pub fn high_watermarks_with(
     options: &[(String, String)],
     topics: &[String],
 ) -> anyhow::Result<HashMap<(String, i32), i64>> {
+    Ok(watermarks_with(brokers, options, topics)?
+        .into_iter()
+        .map(|(tp, (_, high))| (tp, high))
+        .collect())
+}
+
+/// (log start, high watermark) of every partition of `topics`.
+pub fn watermarks_with(
+    brokers: &str,
+    options: &[(String, String)],
+    topics: &[String],
+) -> anyhow::Result<HashMap<(String, i32), (i64, i64)>> {
     let mut cc = ClientConfig::new();
     for (k, v) in options {
         cc.set(k, v);
@@ -115,9 +127,8 @@ pub fn high_watermarks_with(
         let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         for t in md.topics() {
             for p in t.partitions() {
-                let (_, high) =
-                    consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-                out.insert((topic.clone(), p.id()), high);
+                let marks = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+                out.insert((topic.clone(), p.id()), marks);
             }
         }
     }

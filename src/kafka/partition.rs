@@ -319,7 +319,41 @@ impl PartitionWorker {
             }
         });
         self.shared.stats.consumed(&self.topic, pipelines);
-        self.run_items(msgs, &items).await
+        if !self.run_items(msgs, &items).await {
+            return false;
+        }
+        // Skipped tombstones run nothing, so the ledger only moves past them
+        // with the next event; one that ends the batch moves it now.
+        if let Some(Item::Skip { offset, .. }) = items.last() {
+            self.advance_past(*offset).await;
+        }
+        true
+    }
+
+    async fn advance_past(&self, offset: i64) {
+        let shared = &self.shared;
+        let advanced = async {
+            let client = shared.pool.get().await.map_err(|e| e.to_string())?;
+            crate::store::ledger::advance(
+                &client,
+                &shared.group,
+                &self.topic,
+                self.partition,
+                offset,
+            )
+            .await
+            .map_err(|e| chain::describe(&e))
+        };
+        if let Err(e) = advanced.await {
+            // Only the shown position lags: the tombstone is skipped again
+            // if it comes back.
+            debug!(
+                topic = self.topic,
+                partition = self.partition,
+                offset,
+                "cannot move the ledger past a skipped tombstone: {e}"
+            );
+        }
     }
 
     /// Runs `items` as one batch when there are several; if the batch fails

@@ -25,6 +25,9 @@ pub struct PartitionStatus {
     pub parked: i64,
     /// Events of this partition dead-lettered and not yet replayed or discarded.
     pub dead: i64,
+    /// Why the ledger does not fit the log, when it does not: the partition
+    /// stops there until someone decides.
+    pub problem: Option<String>,
 }
 
 /// The status of every partition of every pipeline, in declaration order.
@@ -49,19 +52,19 @@ pub async fn collect(config: &Config) -> anyhow::Result<Vec<PartitionStatus>> {
     let brokers = config.kafka.brokers.clone();
     let options = config.kafka_options();
     let marks = tokio::task::spawn_blocking(move || {
-        crate::kafka::high_watermarks_with(&brokers, &options, &topics)
+        crate::kafka::watermarks_with(&brokers, &options, &topics)
     })
     .await??;
     let mut out = Vec::new();
     for (name, p) in &config.pipelines {
         for topic in p.all_topics() {
-            let mut parts: Vec<(i32, i64)> = marks
+            let mut parts: Vec<(i32, (i64, i64))> = marks
                 .iter()
                 .filter(|((t, _), _)| t == topic)
-                .map(|((_, p), h)| (*p, *h))
+                .map(|((_, p), m)| (*p, *m))
                 .collect();
             parts.sort();
-            for (partition, high) in parts {
+            for (partition, (low, high)) in parts {
                 let entry = ledger.get(&(topic.to_string(), partition));
                 let applied = entry.map(|(a, _)| *a);
                 let next = applied.map_or(0, |a| a + 1);
@@ -79,11 +82,40 @@ pub async fn collect(config: &Config) -> anyhow::Result<Vec<PartitionStatus>> {
                     last_applied_at: entry.map(|(_, at)| at.clone()),
                     parked,
                     dead,
+                    problem: misfit(applied, low, high, config.kafka.on_gap),
                 });
             }
         }
     }
     Ok(out)
+}
+
+/// What the dispatcher would say of this ledger position at assignment.
+fn misfit(
+    applied: Option<i64>,
+    low: i64,
+    high: i64,
+    on_gap: crate::config::OnGap,
+) -> Option<String> {
+    let applied = applied?;
+    if applied + 1 > high {
+        Some(format!(
+            "the ledger says offset {applied} is applied, but the partition ends at {high}: \
+             the partition stops (was the topic recreated?)"
+        ))
+    } else if applied + 1 < low {
+        let then = match on_gap {
+            crate::config::OnGap::Stop => "the partition stops (kafka.on_gap: stop)",
+            crate::config::OnGap::Skip => "they will be skipped (kafka.on_gap: skip)",
+        };
+        Some(format!(
+            "offsets {} to {} were deleted by retention before they were applied: {then}",
+            applied + 1,
+            low - 1
+        ))
+    } else {
+        None
+    }
 }
 
 /// A table for people: one line per partition.
@@ -113,6 +145,9 @@ pub fn table(rows: &[PartitionStatus]) -> String {
             r.dead,
             r.last_applied_at.as_deref().unwrap_or("-")
         ));
+        if let Some(p) = &r.problem {
+            out.push_str(&format!("  ^ {p}\n"));
+        }
     }
     out
 }

@@ -65,3 +65,21 @@ pub async fn skip_gap(
         .await
         .map(|_| ())
 }
+
+/// Moves the ledger to `offset` for an offset that ran nothing (a skipped
+/// tombstone ending a batch); never back (`pgchain.advance`).
+pub async fn advance(
+    client: &tokio_postgres::Client,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "call pgchain.advance($1, $2, $3, $4)",
+            &[&group, &topic, &partition, &offset],
+        )
+        .await
+        .map(|_| ())
+}

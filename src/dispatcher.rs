@@ -165,6 +165,10 @@ impl Dispatcher {
     /// commits the offsets and leaves the group.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
+        // First: a Kafka option librdkafka rejects fails the start at once.
+        let (events, reports) = tokio::sync::mpsc::unbounded_channel();
+        let consumer = Arc::new(self.consumer(events)?);
+        consumer.context().attach(&consumer);
         let recovery_stop = CancellationToken::new();
         let monitor = Arc::new(crate::ops::metrics::Monitor::new(
             self.shared.stats.clone(),
@@ -189,6 +193,11 @@ impl Dispatcher {
         side_tasks.push(tokio::spawn(crate::ops::alerts::watch(
             monitor,
             self.config.alerts.clone(),
+            recovery_stop.clone(),
+        )));
+        side_tasks.push(tokio::spawn(watch_database(
+            self.shared.pool.clone(),
+            self.shared.stats.clone(),
             recovery_stop.clone(),
         )));
         // After the listener: /readyz answers while the brokers are asked.
@@ -237,9 +246,6 @@ impl Dispatcher {
             }
             .run(recovery_stop.clone()),
         );
-        let (events, reports) = tokio::sync::mpsc::unbounded_channel();
-        let consumer = Arc::new(self.consumer(events)?);
-        consumer.context().attach(&consumer);
         let partitions_stop = CancellationToken::new();
         let partitions = tokio::spawn(
             Partitions {
@@ -378,6 +384,36 @@ impl Background {
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
         self.task.await?
+    }
+}
+
+/// While a partition waits on a transient error, asks the database every
+/// second whether it answers; when it does, the waiting retries run at once
+/// ([`crate::chain::retry::DATABASE_BACK`]).
+async fn watch_database(pool: deadpool_postgres::Pool, stats: Stats, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let waiting = stats
+            .snapshot()
+            .blocked_why
+            .values()
+            .any(|why| why.starts_with("retrying a transient error"));
+        if !waiting {
+            continue;
+        }
+        let probe = async {
+            let client = pool.get().await.ok()?;
+            client.simple_query("select 1").await.ok()
+        };
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(2), probe).await {
+            tracing::debug!("the database answers again: waiting chains retry now");
+            crate::chain::retry::DATABASE_BACK.notify_waiters();
+        }
     }
 }
 

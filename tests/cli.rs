@@ -307,6 +307,21 @@ async fn unreachable_brokers_are_named_on_readyz_and_sigterm_during_start_up_exi
         "took {:?}",
         started.elapsed()
     );
+
+    // `status` names the address it could not reach.
+    let q = path.clone();
+    let out = tokio::task::spawn_blocking(move || pgchain(&["status", "-c", q.to_str().unwrap()]))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot read the partitions' watermarks from the Kafka brokers 127.0.0.1:1 (kafka.brokers in {})",
+            path.display()
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -45,6 +45,13 @@ impl Backoff {
     }
 }
 
+/// Woken when the database answers again while chains wait on a transient
+/// error: they run at once instead of sleeping out a backoff that may have
+/// grown to `max_backoff` during a long outage. The dispatcher's database
+/// watch notifies it.
+pub static DATABASE_BACK: std::sync::LazyLock<tokio::sync::Notify> =
+    std::sync::LazyLock::new(tokio::sync::Notify::new);
+
 /// Why [`retrying`] gave up.
 #[derive(Debug)]
 pub enum Failure {
@@ -104,9 +111,14 @@ where
             "chain failed, retrying: {err}"
         );
         on_retry(&err, tries);
+        let transient = err.class == ErrorClass::Transient;
         tokio::select! {
             _ = stop.cancelled() => return Err(Failure::Interrupted),
             _ = tokio::time::sleep(delay) => {}
+            _ = DATABASE_BACK.notified(), if transient => {
+                // The next failure starts its backoff afresh.
+                backoff = None;
+            }
         }
     }
 }
@@ -114,6 +126,49 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_transient_retry_runs_at_once_when_the_database_is_back() {
+        let mut retries = Retries::default();
+        retries.transient.backoff = crate::config::Dur::ms(600_000);
+        retries.transient.max_backoff = crate::config::Dur::ms(600_000);
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let stop = CancellationToken::new();
+        let run = retrying(
+            &retries,
+            &stop,
+            |_, _| {},
+            || {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if n == 0 {
+                        Err(ChainError {
+                            class: ErrorClass::Transient,
+                            sqlstate: Some("08006".into()),
+                            step: None,
+                            message: "connection lost".into(),
+                            detail: None,
+                        })
+                    } else {
+                        Ok(n)
+                    }
+                }
+            },
+        );
+        let notify = async {
+            // Until the retry waits (its backoff is ten minutes).
+            while calls.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            DATABASE_BACK.notify_waiters();
+        };
+        let (ran, ()) =
+            tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(run, notify) })
+                .await
+                .expect("woken, not sleeping out ten minutes");
+        assert_eq!(ran.ok(), Some(1));
+    }
 
     #[test]
     fn doubles_up_to_the_cap() {

@@ -54,7 +54,14 @@ pub async fn collect(config: &Config) -> anyhow::Result<Vec<PartitionStatus>> {
     let marks = tokio::task::spawn_blocking(move || {
         crate::kafka::watermarks_with(&brokers, &options, &topics)
     })
-    .await??;
+    .await?
+    .with_context(|| {
+        format!(
+            "cannot read the partitions' watermarks from the Kafka brokers {} (kafka.brokers in {})",
+            config.kafka.brokers,
+            config.path.display()
+        )
+    })?;
     let mut out = Vec::new();
     for (name, p) in &config.pipelines {
         for topic in p.all_topics() {

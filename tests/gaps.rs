@@ -81,7 +81,11 @@ async fn retention_cuts_in_while_running(
     // pgchain holds offset 0 at the gate.
     let started = Instant::now();
     while db
-        .i64("select count(*) from pg_locks where locktype = 'advisory' and not granted")
+        .i64(
+            "select count(*) from pg_locks
+              where locktype = 'advisory' and not granted and objid = 4242
+                and database = (select oid from pg_database where datname = current_database())",
+        )
         .await
         == 0
     {

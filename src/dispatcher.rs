@@ -398,12 +398,7 @@ async fn watch_database(pool: deadpool_postgres::Pool, stats: Stats, stop: Cance
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let waiting = stats
-            .snapshot()
-            .blocked_why
-            .values()
-            .any(|why| why.starts_with("retrying a transient error"));
-        if !waiting {
+        if !stats.waiting_on_transient() {
             continue;
         }
         let probe = async {

@@ -92,13 +92,9 @@ impl Redriver {
                 Err(Replay::Chain(e)) => Err(e),
                 // Still undecodable or unroutable: dead again, its class kept.
                 Err(Replay::Route(e)) => {
-                    let class = match e {
-                        RouteError::Undecodable(_) => Class::Undecodable,
-                        RouteError::Unroutable(_) => Class::Unroutable,
-                    };
                     let reason = Reason {
                         status: Status::Dead,
-                        class,
+                        class: Class::of_route(&e),
                         message: e.to_string(),
                         awaits: None,
                     };

@@ -1,6 +1,6 @@
--- Moves the ledger to p_offset for an offset that ran nothing (a skipped
--- tombstone at the end of a batch), so that the position, and the lag
--- `pgchain status` shows, count it. Never moves the ledger back.
+-- Moves the ledger forward to p_offset, never back: past an offset that ran
+-- nothing (a skipped tombstone ending a batch, so that the lag `pgchain
+-- status` shows counts it) or a gap recorded by pgchain.skip_gap.
 create or replace procedure pgchain.advance(
   p_group     text,
   p_topic     text,

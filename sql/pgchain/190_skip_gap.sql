@@ -17,9 +17,5 @@ begin
     insert into pgchain.skipped_offsets (group_id, topic, partition, from_offset, to_offset, reason)
     values (p_group, p_topic, p_partition, p_from, p_to, p_reason);
   end if;
-  insert into pgchain.offsets (group_id, topic, partition, applied_through)
-  values (p_group, p_topic, p_partition, p_to)
-  on conflict (group_id, topic, partition) do update
-     set applied_through = greatest(pgchain.offsets.applied_through, excluded.applied_through),
-         updated_at = now();
+  call pgchain.advance(p_group, p_topic, p_partition, p_to);
 end $$;

@@ -72,19 +72,12 @@ impl Planner {
     /// The database stayed away: start where Kafka's committed offsets say,
     /// from the beginning where there is none (librdkafka resets nothing).
     fn kafka_committed_plan(&self, base: &ChainConsumer, parts: &[TopicPartition]) -> Plan {
-        let mut ask = TopicPartitionList::new();
-        for (t, p) in parts {
-            ask.add_partition(t, *p);
-        }
-        let committed = base.committed_offsets(ask, Duration::from_secs(10)).ok();
+        let committed = committed(base, parts).unwrap_or_default();
         let mut plan = Plan::default();
         for (topic, partition) in parts {
             let offset = committed
-                .as_ref()
-                .and_then(|c| c.find_partition(topic, *partition))
-                .map(|e| e.offset())
-                .filter(|o| matches!(o, Offset::Offset(_)))
-                .unwrap_or(Offset::Beginning);
+                .get(&(topic.clone(), *partition))
+                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
             info!(topic, partition, start = ?offset, "partition assigned (from Kafka's committed offset)");
             self.stats.assigned(topic, *partition, None);
             plan.offsets.push(((topic.clone(), *partition), offset));
@@ -145,18 +138,11 @@ impl Planner {
     /// Kafka already knows must not silently skip what this database never
     /// applied.
     fn start_unknown(&self, base: &ChainConsumer, plan: &mut Plan, unknown: &[TopicPartition]) {
-        let mut ask = TopicPartitionList::new();
-        for (t, p) in unknown {
-            ask.add_partition(t, *p);
-        }
-        let committed = base.committed_offsets(ask, Duration::from_secs(10));
+        let committed = committed(base, unknown);
         let start_from = self.start_from;
         for (topic, partition) in unknown {
             let kafka = match &committed {
-                Ok(c) => match c.find_partition(topic, *partition).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => Some(o),
-                    _ => None,
-                },
+                Ok(c) => c.get(&(topic.clone(), *partition)).copied(),
                 Err(e) => {
                     warn!(
                         topic,
@@ -244,13 +230,45 @@ impl Planner {
     }
 }
 
+/// The group's committed offset of each of `parts` that has one.
+fn committed(
+    base: &ChainConsumer,
+    parts: &[TopicPartition],
+) -> rdkafka::error::KafkaResult<HashMap<TopicPartition, i64>> {
+    let mut ask = TopicPartitionList::new();
+    for (t, p) in parts {
+        ask.add_partition(t, *p);
+    }
+    let got = base.committed_offsets(ask, Duration::from_secs(10))?;
+    Ok(got
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+            _ => None,
+        })
+        .collect())
+}
+
 /// How the ledger's position does not fit the partition's log.
-enum Misfit {
+pub enum Misfit {
     /// Past its end (the topic was recreated, or a database restored from
     /// another cluster).
     BeyondEnd { applied: i64, high: i64 },
     /// Before its start: retention deleted events never applied.
     Gap(Gap),
+}
+
+impl Misfit {
+    /// How `applied` (the ledger's position) fits the log `low..high` of
+    /// `topic`/`partition`, when it does not.
+    pub fn of(topic: &str, partition: i32, applied: i64, low: i64, high: i64) -> Option<Misfit> {
+        if applied + 1 > high {
+            Some(Misfit::BeyondEnd { applied, high })
+        } else {
+            Gap::between(topic, partition, applied + 1, low).map(Misfit::Gap)
+        }
+    }
 }
 
 impl std::fmt::Display for Misfit {
@@ -282,9 +300,5 @@ fn ledger_misfit(
             return None;
         }
     };
-    if applied + 1 > high {
-        Some(Misfit::BeyondEnd { applied, high })
-    } else {
-        Gap::between(topic, partition, applied + 1, low).map(Misfit::Gap)
-    }
+    Misfit::of(topic, partition, applied, low, high)
 }

@@ -17,7 +17,7 @@ use crate::dead_letter;
 use crate::event::ChangeEvent;
 use crate::kafka::context::{ChainConsumer, ChainContext};
 use crate::kafka::gap::Gap;
-use crate::route::{Message as RouteMessage, Route, RouteError, Routed};
+use crate::route::{Message as RouteMessage, Route, Routed};
 use crate::store::dead_letters::{self as rows, Class, DeadLetter, Recorded, Status};
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::Consumer;
@@ -238,6 +238,21 @@ impl PartitionWorker {
             .copied()
     }
 
+    /// Publishes dead letter `id` to its topic and marks it published;
+    /// false when stopped first.
+    async fn publish(&self, id: i64, dl: &DeadLetter) -> bool {
+        let shared = &self.shared;
+        dead_letter::publish_until_done(
+            &shared.pool,
+            &shared.producer,
+            &shared.group,
+            &self.stop,
+            id,
+            dl,
+        )
+        .await
+    }
+
     /// Publishes this partition's dead letters that a crash left unpublished.
     async fn publish_pending(&self) -> bool {
         let shared = &self.shared;
@@ -259,16 +274,7 @@ impl PartitionWorker {
                 offset = dl.offset,
                 "publishing a dead letter a restart left unpublished"
             );
-            if !dead_letter::publish_until_done(
-                &shared.pool,
-                &shared.producer,
-                &shared.group,
-                &self.stop,
-                id,
-                &dl,
-            )
-            .await
-            {
+            if !self.publish(id, &dl).await {
                 return false;
             }
         }
@@ -294,22 +300,16 @@ impl PartitionWorker {
                     offset: view.offset,
                     null_value: reason == crate::route::NULL_VALUE,
                 }),
-                Err(e) => {
-                    let class = match e {
-                        RouteError::Undecodable(_) => Class::Undecodable,
-                        RouteError::Unroutable(_) => Class::Unroutable,
-                    };
-                    items.push(Item::Reject {
-                        msg: i,
-                        pipeline: self
-                            .shared
-                            .router
-                            .sole_pipeline(view.topic)
-                            .map(String::from),
-                        class,
-                        why: e.to_string(),
-                    });
-                }
+                Err(e) => items.push(Item::Reject {
+                    msg: i,
+                    pipeline: self
+                        .shared
+                        .router
+                        .sole_pipeline(view.topic)
+                        .map(String::from),
+                    class: Class::of_route(&e),
+                    why: e.to_string(),
+                }),
             }
         }
         let pipelines = items.iter().map(|item| match item {
@@ -631,28 +631,17 @@ impl PartitionWorker {
             Ok(Recorded::AheadGone) => return None,
             Err(Failure::Interrupted) => return Some(Step::Interrupted),
             Err(Failure::GaveUp { error, .. }) => {
-                let hint = match error.sqlstate.as_deref() {
-                    Some("42P01" | "42883" | "3F000" | "42703") => {
-                        "; is the pgchain schema migrated (`pgchain migrate`)?"
-                    }
-                    _ => "",
+                let hint = if error.class == ErrorClass::Deployment {
+                    "; is the pgchain schema migrated (`pgchain migrate`)?"
+                } else {
+                    ""
                 };
                 return Some(Step::Stuck(format!(
                     "cannot write the dead letter of this event: {error}{hint}"
                 )));
             }
         };
-        if !published
-            && !dead_letter::publish_until_done(
-                &shared.pool,
-                &shared.producer,
-                &shared.group,
-                &self.stop,
-                id,
-                &dl,
-            )
-            .await
-        {
+        if !published && !self.publish(id, &dl).await {
             return Some(Step::Interrupted);
         }
         let pipeline = dl.pipeline.as_deref().unwrap_or("-");
@@ -753,7 +742,7 @@ impl PauseGuard<'_> {
                 ErrorClass::Deployment => format!(
                     "waiting for a deployment: {e}; run `pgchain migrate` (or the migration that creates it)"
                 ),
-                _ => format!("retrying a transient error: {e}"),
+                _ => format!("{}: {e}", crate::ops::stats::TRANSIENT_WAIT),
             };
             w.shared.stats.blocked(&w.topic, w.partition, why);
         }

@@ -156,7 +156,7 @@ pub fn stuck_longer_than(snap: &crate::ops::stats::Snapshot, after: Duration) ->
                 .get(&(topic.clone(), *partition))
                 .or_else(|| snap.blocked_why.get(&(topic.clone(), *partition)))
                 .cloned()
-                .unwrap_or_else(|| "retrying a transient error".into()),
+                .unwrap_or_else(|| crate::ops::stats::TRANSIENT_WAIT.into()),
         })
         .collect();
     out.sort();

@@ -44,6 +44,10 @@ pub enum DrainState {
     Stuck(Vec<String>),
 }
 
+/// How a partition's wait on a transient error begins (see
+/// [`Stats::blocked`]).
+pub const TRANSIENT_WAIT: &str = "retrying a transient error";
+
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub pipelines: BTreeMap<String, PipelineCounts>,
@@ -315,6 +319,15 @@ impl Stats {
             .entry(tp.clone())
             .or_insert_with(Instant::now);
         s.blocked_why.insert(tp, why);
+    }
+
+    /// True while a partition retries a transient error (read under the
+    /// lock: no snapshot copied).
+    pub fn waiting_on_transient(&self) -> bool {
+        self.lock()
+            .blocked_why
+            .values()
+            .any(|why| why.starts_with(TRANSIENT_WAIT))
     }
 
     pub fn unblocked(&self, topic: &str, partition: i32) {

@@ -89,7 +89,7 @@ pub async fn collect(config: &Config) -> anyhow::Result<Vec<PartitionStatus>> {
                     last_applied_at: entry.map(|(_, at)| at.clone()),
                     parked,
                     dead,
-                    problem: misfit(applied, low, high, config.kafka.on_gap),
+                    problem: misfit(topic, partition, applied, (low, high), config.kafka.on_gap),
                 });
             }
         }
@@ -97,32 +97,31 @@ pub async fn collect(config: &Config) -> anyhow::Result<Vec<PartitionStatus>> {
     Ok(out)
 }
 
-/// What the dispatcher would say of this ledger position at assignment.
+/// What the dispatcher would find of this ledger position at assignment.
 fn misfit(
+    topic: &str,
+    partition: i32,
     applied: Option<i64>,
-    low: i64,
-    high: i64,
+    (low, high): (i64, i64),
     on_gap: crate::config::OnGap,
 ) -> Option<String> {
-    let applied = applied?;
-    if applied + 1 > high {
-        Some(format!(
+    use crate::kafka::assign::Misfit;
+    Some(match Misfit::of(topic, partition, applied?, low, high)? {
+        Misfit::BeyondEnd { applied, high } => format!(
             "the ledger says offset {applied} is applied, but the partition ends at {high}: \
              the partition stops (was the topic recreated?)"
-        ))
-    } else if applied + 1 < low {
-        let then = match on_gap {
-            crate::config::OnGap::Stop => "the partition stops (kafka.on_gap: stop)",
-            crate::config::OnGap::Skip => "they will be skipped (kafka.on_gap: skip)",
-        };
-        Some(format!(
-            "offsets {} to {} were deleted by retention before they were applied: {then}",
-            applied + 1,
-            low - 1
-        ))
-    } else {
-        None
-    }
+        ),
+        Misfit::Gap(gap) => {
+            let then = match on_gap {
+                crate::config::OnGap::Stop => "the partition stops (kafka.on_gap: stop)",
+                crate::config::OnGap::Skip => "they will be skipped (kafka.on_gap: skip)",
+            };
+            format!(
+                "offsets {} to {} were deleted by retention before they were applied: {then}",
+                gap.from, gap.to
+            )
+        }
+    })
 }
 
 /// A table for people: one line per partition.

@@ -3,6 +3,7 @@
 //! listing, discarding, and what recovery reads and writes.
 
 use crate::chain::{self, ChainError, ErrorClass};
+use crate::route::RouteError;
 use deadpool_postgres::Pool;
 use serde::Serialize;
 use std::borrow::Cow;
@@ -48,6 +49,14 @@ pub enum Class {
 }
 
 impl Class {
+    /// The class of a message that cannot be decoded or routed.
+    pub fn of_route(e: &RouteError) -> Class {
+        match e {
+            RouteError::Undecodable(_) => Class::Undecodable,
+            RouteError::Unroutable(_) => Class::Unroutable,
+        }
+    }
+
     fn from_db(s: &str) -> Class {
         match s {
             "dependency" => Class::Dependency,

@@ -52,8 +52,9 @@ pub const HEADERS: &[(&str, &str)] = &[
 ];
 
 impl DeadLetter {
-    /// The original message of `msg`, without the reason yet.
-    pub fn of(msg: &OwnedMessage, dlq_topic: String) -> DeadLetter {
+    /// The original message of `msg`, read from `topic` (as written in the
+    /// config), without the reason yet.
+    pub fn of(msg: &OwnedMessage, topic: &str, dlq_topic: String) -> DeadLetter {
         let headers = msg
             .headers()
             .map(|h| {
@@ -64,7 +65,7 @@ impl DeadLetter {
             .unwrap_or_default();
         DeadLetter {
             pipeline: None,
-            topic: msg.topic().to_string(),
+            topic: topic.to_string(),
             partition: msg.partition(),
             offset: msg.offset(),
             timestamp: msg.timestamp().to_millis(),
@@ -97,23 +98,32 @@ impl DeadLetter {
     }
 }
 
-/// The producer of dead-letter records: idempotent, every replica acks.
-/// The dead-letter producer; its errors are said at a bounded rate.
-pub type DeadLetterProducer = FutureProducer<crate::kafka::QuietContext>;
+/// The producer of dead-letter records: idempotent, every replica acks;
+/// its errors are said at a bounded rate. Records go to the dead-letter
+/// topic with `kafka.prefix` applied.
+pub struct DeadLetterProducer {
+    producer: FutureProducer<crate::kafka::QuietContext>,
+    prefix: crate::config::Prefix,
+}
 
-pub fn producer(brokers: &str, options: &[(String, String)]) -> anyhow::Result<DeadLetterProducer> {
-    let mut cc = crate::kafka::producer_config(options);
-    cc.set("bootstrap.servers", brokers)
+pub fn producer(cluster: &crate::config::Cluster) -> anyhow::Result<DeadLetterProducer> {
+    let mut cc = crate::kafka::producer_config(&cluster.options);
+    cc.set("bootstrap.servers", &cluster.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "0");
-    cc.create_with_context(crate::kafka::QuietContext::new(brokers))
+    let producer = cc
+        .create_with_context(crate::kafka::QuietContext::new(&cluster.brokers))
         .map_err(|e| {
             anyhow::anyhow!(
                 "cannot create the dead-letter producer: {}",
                 crate::kafka::redact_kafka_error(e)
             )
-        })
+        })?;
+    Ok(DeadLetterProducer {
+        producer,
+        prefix: cluster.prefix.clone(),
+    })
 }
 
 /// Produces the dead-letter record of row `id` and waits for the broker's
@@ -155,7 +165,8 @@ pub async fn publish(
             });
         }
     }
-    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&dl.dlq_topic).headers(headers);
+    let topic = producer.prefix.wire(&dl.dlq_topic);
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(headers);
     if let Some(k) = &dl.key {
         record = record.key(k.as_slice());
     }
@@ -166,6 +177,7 @@ pub async fn publish(
         record = record.timestamp(ts);
     }
     producer
+        .producer
         .send(record, Duration::from_secs(30))
         .await
         .map(|_| ())
@@ -208,19 +220,15 @@ pub async fn publish_until_done(
 /// Creates the dead-letter topics of `topics` that do not exist yet, each
 /// with as many partitions as its source topic. Failures are logged: the
 /// brokers may create topics on first use, or an operator may have to.
-pub async fn ensure_topics(
-    brokers: &str,
-    options: &[(String, String)],
-    topics: &[(String, String)],
-) {
+pub async fn ensure_topics(cluster: &crate::config::Cluster, topics: &[(String, String)]) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let mut cc = ClientConfig::new();
-    for (k, v) in options {
+    for (k, v) in &cluster.options {
         cc.set(k, v);
     }
-    cc.set("bootstrap.servers", brokers);
+    cc.set("bootstrap.servers", &cluster.brokers);
     let admin: AdminClient<crate::kafka::QuietContext> =
-        match cc.create_with_context(crate::kafka::QuietContext::new(brokers)) {
+        match cc.create_with_context(crate::kafka::QuietContext::new(&cluster.brokers)) {
             Ok(a) => a,
             Err(e) => {
                 warn!(
@@ -231,7 +239,11 @@ pub async fn ensure_topics(
             }
         };
     let admin = std::sync::Arc::new(admin);
-    let wanted: Vec<(String, String)> = topics.to_vec();
+    // The brokers know the names with `kafka.prefix` applied.
+    let wanted: Vec<(String, String)> = topics
+        .iter()
+        .map(|(source, dlq)| (cluster.prefix.wire(source), cluster.prefix.wire(dlq)))
+        .collect();
     let sizes = {
         let admin = admin.clone();
         tokio::task::spawn_blocking(move || {

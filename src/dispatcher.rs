@@ -40,8 +40,7 @@ impl Dispatcher {
             config.postgres.pool_size,
             &config.kafka.group_id,
         )?;
-        let producer =
-            crate::dead_letter::producer(&config.kafka.brokers, &config.kafka_options())?;
+        let producer = crate::dead_letter::producer(&config.cluster())?;
         let shared = Arc::new(Shared {
             pool,
             router: Arc::new(Router::new(&config)),
@@ -101,15 +100,9 @@ impl Dispatcher {
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<Drained> {
         let marks = {
-            let (brokers, options, topics) = (
-                self.config.kafka.brokers.clone(),
-                self.config.kafka_options(),
-                self.config.topics(),
-            );
-            tokio::task::spawn_blocking(move || {
-                crate::kafka::high_watermarks_with(&brokers, &options, &topics)
-            })
-            .await??
+            let (cluster, topics) = (self.config.cluster(), self.config.topics());
+            tokio::task::spawn_blocking(move || crate::kafka::high_watermarks_on(&cluster, &topics))
+                .await??
         };
         let redriver = crate::recovery::Redriver {
             pool: self.shared.pool.clone(),
@@ -211,9 +204,8 @@ impl Dispatcher {
                     (t, dlq)
                 })
                 .collect();
-            let options = self.config.kafka_options();
-            let ensured =
-                crate::dead_letter::ensure_topics(&self.config.kafka.brokers, &options, &pairs);
+            let cluster = self.config.cluster();
+            let ensured = crate::dead_letter::ensure_topics(&cluster, &pairs);
             // Unreachable brokers make this slow: a signal meanwhile ends
             // the start cleanly.
             tokio::select! {
@@ -259,12 +251,13 @@ impl Dispatcher {
                     on_gap: self.config.kafka.on_gap,
                 },
                 tasks: HashMap::new(),
-                topics: self.config.topics(),
+                topics: self.wire_topics(),
             }
             .serve(reports, partitions_stop.clone()),
         );
         let topics = self.config.topics();
-        let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let wire = self.wire_topics();
+        let topic_refs: Vec<&str> = wire.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topic_refs)
             .context("cannot subscribe")?;
@@ -296,6 +289,16 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// The topics to subscribe to, as the brokers know them.
+    fn wire_topics(&self) -> Vec<String> {
+        let prefix = self.config.prefix();
+        self.config
+            .topics()
+            .iter()
+            .map(|t| prefix.wire(t))
+            .collect()
+    }
+
     fn consumer(
         &self,
         events: tokio::sync::mpsc::UnboundedSender<Rebalance>,
@@ -309,7 +312,7 @@ impl Dispatcher {
         // and the partition applies `kafka.on_gap`.
         cc.set("auto.offset.reset", "error");
         cc.set("bootstrap.servers", &self.config.kafka.brokers)
-            .set("group.id", &self.config.kafka.group_id)
+            .set("group.id", self.config.wire_group())
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .set(
@@ -326,6 +329,7 @@ impl Dispatcher {
             events,
             self.shared.stats.clone(),
             &self.config.kafka.brokers,
+            self.config.prefix(),
         ))
         .map_err(|e| {
             anyhow::anyhow!(
@@ -447,7 +451,8 @@ struct Partitions {
     consumer: Weak<ChainConsumer>,
     planner: Planner,
     tasks: HashMap<TopicPartition, PartitionTask>,
-    /// What the consumer subscribes to (a rejoin subscribes again).
+    /// What the consumer subscribes to (a rejoin subscribes again), as the
+    /// brokers know the names.
     topics: Vec<String>,
 }
 
@@ -519,6 +524,7 @@ impl Partitions {
         let (topic, partition) = tp.clone();
         let worker = PartitionWorker {
             shared: self.shared.clone(),
+            wire: consumer.context().prefix().wire(&topic),
             consumer,
             topic: topic.clone(),
             partition,

@@ -572,11 +572,8 @@ pub async fn run(args: &VerifyArgs, config: &Config) -> anyhow::Result<Report> {
         )
         .await?;
         report.repaired = records.len();
-        let (brokers, options) = (config.kafka.brokers.clone(), config.kafka_options());
-        tokio::task::spawn_blocking(move || {
-            crate::kafka::produce_with(&brokers, &options, &records)
-        })
-        .await??;
+        let cluster = config.cluster();
+        tokio::task::spawn_blocking(move || crate::kafka::produce_on(&cluster, &records)).await??;
     }
     Ok(report)
 }

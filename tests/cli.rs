@@ -53,7 +53,7 @@ async fn check_finds_missing_and_misshapen_steps_in_the_database() {
         db.url
     );
     let path = write(&dir, "p.yaml", &yaml);
-    let out = pgchain(&["check", "-c", path.to_str().unwrap()]);
+    let out = pgchain(&["check", "--no-kafka", "-c", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let file = path.display();
     assert_eq!(
@@ -70,7 +70,7 @@ async fn check_finds_missing_and_misshapen_steps_in_the_database() {
         "good.yaml",
         &yaml.replace("      - s.missing\n      - s.two\n      - s.func\n", ""),
     );
-    let out = pgchain(&["check", "-c", good.to_str().unwrap()]);
+    let out = pgchain(&["check", "--no-kafka", "-c", good.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).ends_with("1 pipeline(s) ok\n"));
 

@@ -57,7 +57,7 @@ fn bad_files_name_file_line_and_key() {
             "every semantic problem at once",
             "kafka:\n  brokers: ''\n  options:\n    enable.auto.commit: false\npipelines:\n  a:\n    topic: t\n    chain: []\n  b:\n    topic: t\n    chain:\n      - l1.ok\n      - L1.Bad\n      - noschema\n  c:\n    topic: j\n    format: json\n    chain: [x.y]\n",
             &[
-                "pipelines.yaml:2: `kafka.brokers` is empty",
+                "pipelines.yaml:2: `kafka.brokers` is empty (give `host:port,…`, or `provider: heroku` to read KAFKA_URL)",
                 "pipelines.yaml:4: kafka option `enable.auto.commit` is set by pgchain itself (exactly-once depends on it)",
                 "pipelines.yaml:8: pipeline `a` has an empty chain",
                 "pipelines.yaml:13: pipeline `b`: step `L1.Bad` is not `schema.procedure` (lower-case letters, digits and `_`, each part at most 63 bytes)",

@@ -103,13 +103,20 @@ enum Command {
         #[arg(long)]
         no_check: bool,
     },
-    /// Validate pipelines.yaml and, unless --no-db, the database it names.
+    /// Validate pipelines.yaml, the database it names (unless --no-db) and
+    /// its Kafka brokers (unless --no-kafka).
     Check {
         #[arg(short, long, default_value = "pipelines.yaml")]
         config: PathBuf,
-        /// Check the file only.
+        /// Do not connect to the database.
         #[arg(long)]
         no_db: bool,
+        /// Do not connect to the Kafka brokers.
+        #[arg(long)]
+        no_kafka: bool,
+        /// How long the brokers may take to answer.
+        #[arg(long, default_value = "10s", value_parser = pgchain::config::parse_duration)]
+        kafka_timeout: std::time::Duration,
     },
     /// Applied position, lag and last applied time of every partition.
     Status {
@@ -205,7 +212,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config, no_db } => check(&config, no_db).await,
+        Command::Check {
+            config,
+            no_db,
+            no_kafka,
+            kafka_timeout,
+        } => check(&config, no_db, (!no_kafka).then_some(kafka_timeout)).await,
         Command::Status { config, json } => {
             let rows = pgchain::ops::status::collect(&load(&config)?).await?;
             if json {
@@ -364,7 +376,11 @@ async fn preflight(config: &Config) -> anyhow::Result<()> {
     )
 }
 
-async fn check(path: &std::path::Path, no_db: bool) -> anyhow::Result<ExitCode> {
+async fn check(
+    path: &std::path::Path,
+    no_db: bool,
+    kafka: Option<std::time::Duration>,
+) -> anyhow::Result<ExitCode> {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -374,12 +390,15 @@ async fn check(path: &std::path::Path, no_db: bool) -> anyhow::Result<ExitCode> 
             return Ok(ExitCode::FAILURE);
         }
     };
-    let problems = if no_db {
+    let mut problems = if no_db {
         Vec::new()
     } else {
         let client = pgchain::db::connect(&config.postgres.url).await?;
         pgchain::db::check(&config, &client).await?
     };
+    if let Some(timeout) = kafka {
+        problems.extend(check_kafka(&config, timeout).await?);
+    }
     for p in &problems {
         println!("{p}");
     }
@@ -393,6 +412,53 @@ async fn check(path: &std::path::Path, no_db: bool) -> anyhow::Result<ExitCode> 
     } else {
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// Asks the brokers; prints what is fine or only worth a warning, returns
+/// the problems, each naming the config line.
+async fn check_kafka(config: &Config, timeout: std::time::Duration) -> anyhow::Result<Vec<String>> {
+    let key: &[&str] = if config.kafka.provider.is_some() {
+        &["kafka", "provider"]
+    } else {
+        &["kafka", "brokers"]
+    };
+    let at = config.at(key);
+    let (cluster, topics) = (config.cluster(), config.topics());
+    let reached = tokio::task::spawn_blocking(move || {
+        pgchain::kafka::probe::reach(&cluster, &topics, timeout)
+    })
+    .await?;
+    let brokers = &config.kafka.brokers;
+    let reached = match reached {
+        Ok(r) => r,
+        Err(why) => {
+            return Ok(vec![format!(
+                "{at}cannot reach the Kafka brokers {brokers}: {why}"
+            )]);
+        }
+    };
+    println!("kafka: {} broker(s) answered at {brokers}", reached.brokers);
+    let prefix = config.prefix();
+    let mut problems = Vec::new();
+    for (topic, problem) in reached.topics {
+        let wire = prefix.wire(&topic);
+        let named = if wire == topic {
+            format!("`{topic}`")
+        } else {
+            format!("`{topic}` (`{wire}` on the brokers)")
+        };
+        match problem {
+            None => {}
+            Some(pgchain::kafka::probe::TopicProblem::Missing) => {
+                println!("warning: topic {named} does not exist yet; `run` waits for it")
+            }
+            Some(pgchain::kafka::probe::TopicProblem::Refused(why)) => problems.push(format!(
+                "{}topic {named}: the brokers refuse it: {why}",
+                config.at(&["kafka", "prefix"])
+            )),
+        }
+    }
+    Ok(problems)
 }
 
 fn render(config: &std::path::Path, check: bool) -> anyhow::Result<ExitCode> {

@@ -1,6 +1,8 @@
 //! `${VAR}` and `${VAR:-default}` in pipelines.yaml, filled from the
 //! environment before parsing. Comments are left alone, `$${` writes a literal
-//! `${`. Substitution never adds lines, so parser line numbers stay true.
+//! `${`. Substitution never adds lines, so parser line numbers stay true: a
+//! value with line breaks (a PEM certificate) goes in as one double-quoted
+//! line, and only where it is a whole value.
 
 /// Returns the substituted text, or every unset variable as `(line, message)`.
 pub fn substitute(
@@ -31,13 +33,18 @@ pub fn substitute(
                     None => (expr, None),
                 };
                 match (lookup(name).filter(|v| !v.is_empty()), default) {
-                    (Some(v), _) if v.contains('\n') => problems.push((
-                        i + 1,
-                        format!("environment variable `{name}` holds a line break"),
-                    )),
                     (Some(v), _) => {
                         let whole = whole_value(&out, &t[end + 1..]);
-                        out.push_str(&yaml_safe(&v, whole));
+                        if v.contains(['\n', '\r']) && !whole {
+                            problems.push((
+                                i + 1,
+                                format!(
+                                    "environment variable `{name}` holds a line break: it can stand only as a whole value (`key: ${{{name}}}`), not inside other text"
+                                ),
+                            ));
+                        } else {
+                            out.push_str(&yaml_safe(&v, whole));
+                        }
                     }
                     (None, Some(d)) => out.push_str(d),
                     (None, None) => problems.push((
@@ -76,7 +83,8 @@ fn whole_value(out: &str, after: &str) -> bool {
 /// indicator) is written as a double-quoted YAML string when it is a whole
 /// value; anything else goes in as it is, so numbers stay numbers.
 fn yaml_safe(v: &str, whole: bool) -> String {
-    let special = v.contains(": ")
+    let special = v.contains(['\n', '\r'])
+        || v.contains(": ")
         || v.contains(" #")
         || v.ends_with(':')
         || v.starts_with([
@@ -142,6 +150,23 @@ mod tests {
             substitute(text, env).unwrap(),
             "a: \"p@ss: #1 'x'\"\nb: \"*secret\"\nc: 8\nd: \"u:p@ss: #1 'x'\"\n"
         );
+    }
+
+    #[test]
+    fn a_multi_line_value_is_one_quoted_line_and_only_a_whole_value() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\\x\"y\n-----END CERTIFICATE-----\n";
+        let env = |n: &str| (n == "PEM").then(|| pem.to_string());
+        let text = "a:\n  ca: ${PEM}\nl:\n  - ${PEM}\nb: 2\n";
+        let out = substitute(text, env).unwrap();
+        assert_eq!(out.lines().count(), text.lines().count());
+        let v: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        assert_eq!(v["a"]["ca"].as_str(), Some(pem));
+        assert_eq!(v["l"][0].as_str(), Some(pem));
+        assert_eq!(v["b"].as_i64(), Some(2));
+        let problems = substitute("a: \"x${PEM}\"\nb: ${PEM} # c\nc: k=${PEM}\n", env).unwrap_err();
+        assert_eq!(problems.iter().map(|p| p.0).collect::<Vec<_>>(), vec![1, 3]);
+        assert!(problems[0].1.contains("`PEM` holds a line break"));
+        assert!(!problems[0].1.contains("BEGIN"));
     }
 
     #[test]

@@ -7,11 +7,13 @@ mod env;
 mod failure;
 mod lines;
 mod monitoring;
+mod provider;
 
 pub use failure::{ClassRetry, DeadLetters, Dur, Retries, parse_duration};
 pub use monitoring::{Alerts, Monitoring};
 
 pub use lines::LineIndex;
+pub use provider::{Provided, Provider};
 
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -48,7 +50,19 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
+    /// `host:port,…`; filled from the environment when `provider` is set.
+    #[serde(default)]
     pub brokers: String,
+    /// A platform whose environment holds the connection (`heroku`).
+    #[serde(default)]
+    pub provider: Option<Provider>,
+    /// Put before every topic name and the group id on the brokers
+    /// (multi-tenant clusters); `KAFKA_PREFIX` under `provider: heroku`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// What `provider` read from the environment.
+    #[serde(skip)]
+    pub provided: Provided,
     #[serde(default = "default_group_id")]
     pub group_id: String,
     /// Where a partition starts when the ledger has nothing for it.
@@ -110,6 +124,64 @@ impl OnGap {
             OnGap::Stop => "stop",
             OnGap::Skip => "skip",
         }
+    }
+}
+
+/// `kafka.prefix` applied: the brokers know every topic and the group by
+/// the prefixed name; pgchain's tables, logs, metrics and commands use the
+/// names as the user wrote them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prefix(std::sync::Arc<str>);
+
+impl Prefix {
+    pub fn new(prefix: &str) -> Prefix {
+        Prefix(prefix.into())
+    }
+
+    /// The name the brokers know.
+    pub fn wire(&self, name: &str) -> String {
+        format!("{}{name}", self.0)
+    }
+
+    /// The name as the user wrote it, from the brokers' one.
+    pub fn user<'a>(&self, wire: &'a str) -> &'a str {
+        wire.strip_prefix(&*self.0).unwrap_or(wire)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a Kafka client needs: the brokers, the librdkafka options and the
+/// name prefix. Debug shows option names only (values may be secrets).
+#[derive(Clone, Default)]
+pub struct Cluster {
+    pub brokers: String,
+    pub options: Vec<(String, String)>,
+    pub prefix: Prefix,
+}
+
+impl Cluster {
+    /// Plain brokers, no options, no prefix (the demo, tests).
+    pub fn plain(brokers: &str) -> Cluster {
+        Cluster {
+            brokers: brokers.to_string(),
+            ..Cluster::default()
+        }
+    }
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("brokers", &self.brokers)
+            .field(
+                "options",
+                &self.options.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("prefix", &self.prefix.as_str())
+            .finish()
     }
 }
 
@@ -314,7 +386,7 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = env::substitute(text, env).map_err(|p| ConfigError {
+        let text = env::substitute(text, &env).map_err(|p| ConfigError {
             problems: p
                 .into_iter()
                 .map(|(line, m)| format!("{file}:{line}: {m}"))
@@ -324,12 +396,69 @@ impl Config {
         let mut config = parse(&text, &file, &lines)?;
         config.path = path.to_path_buf();
         config.lines = lines;
+        if let Some(provider) = config.kafka.provider {
+            config.provide(provider, &env)?;
+        }
         let problems = config.validate();
         if problems.is_empty() {
             Ok(config)
         } else {
             Err(ConfigError { problems })
         }
+    }
+
+    /// Fills the brokers, options and prefix from `provider`'s environment.
+    fn provide(
+        &mut self,
+        provider: Provider,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let at = self.at(&["kafka", "provider"]);
+        let name = provider.as_str();
+        let mut problems = Vec::new();
+        if !self.kafka.brokers.trim().is_empty() {
+            problems.push(format!(
+                "{}`kafka.brokers` and `kafka.provider: {name}` both name the brokers: remove `kafka.brokers`",
+                self.at(&["kafka", "brokers"])
+            ));
+        }
+        match provider::resolve(provider, env) {
+            Ok(provided) => {
+                self.kafka.brokers = provided.brokers.clone();
+                if self.kafka.prefix.is_none() {
+                    self.kafka.prefix = provided.prefix.clone();
+                }
+                self.kafka.provided = provided;
+            }
+            Err(p) => problems.extend(
+                p.into_iter()
+                    .map(|m| format!("{at}kafka.provider {name}: {m}")),
+            ),
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// `kafka.prefix`, for every name that goes to the brokers.
+    pub fn prefix(&self) -> Prefix {
+        Prefix::new(self.kafka.prefix.as_deref().unwrap_or(""))
+    }
+
+    /// The brokers, options and prefix every Kafka client of this config uses.
+    pub fn cluster(&self) -> Cluster {
+        Cluster {
+            brokers: self.kafka.brokers.clone(),
+            options: self.kafka_options(),
+            prefix: self.prefix(),
+        }
+    }
+
+    /// The group id the brokers know (`kafka.prefix` applied).
+    pub fn wire_group(&self) -> String {
+        self.prefix().wire(&self.kafka.group_id)
     }
 
     /// `file:line: ` for a key path.
@@ -367,12 +496,36 @@ impl Config {
         self.dir().join("sql/templates")
     }
 
-    /// librdkafka options from `kafka.options`, as strings.
+    /// librdkafka options, as strings: what `kafka.provider` set, then
+    /// `kafka.options` (a key in both takes the value of `kafka.options`).
+    /// A relative file in a `*.location` option (`ssl.ca.location`, …)
+    /// resolves against the config file's folder, as the project's other
+    /// paths do.
     pub fn kafka_options(&self) -> Vec<(String, String)> {
-        self.kafka
+        let dir = self.dir();
+        let own = self
+            .kafka
             .options
             .iter()
             .filter_map(|(k, v)| Some((k.clone(), scalar(v)?)))
+            .map(move |(k, v)| {
+                let relative = k.ends_with(".location")
+                    && v != "probe"
+                    && !v.is_empty()
+                    && Path::new(&v).is_relative();
+                let v = if relative {
+                    dir.join(&v).display().to_string()
+                } else {
+                    v
+                };
+                (k, v)
+            });
+        self.kafka
+            .provided
+            .options
+            .iter()
+            .cloned()
+            .chain(own)
             .collect()
     }
 
@@ -413,10 +566,24 @@ impl Config {
 
     fn validate_services(&self, problems: &mut Problems<'_>) {
         if self.kafka.brokers.trim().is_empty() {
-            problems.add(&["kafka", "brokers"], "`kafka.brokers` is empty".into());
+            problems.add(
+                &["kafka", "brokers"],
+                "`kafka.brokers` is empty (give `host:port,…`, or `provider: heroku` to read KAFKA_URL)"
+                    .into(),
+            );
         }
         if self.kafka.group_id.trim().is_empty() {
             problems.add(&["kafka", "group_id"], "`kafka.group_id` is empty".into());
+        }
+        if let Some(prefix) = &self.kafka.prefix
+            && !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            problems.add(
+                &["kafka", "prefix"],
+                format!("`kafka.prefix` `{prefix}` may hold only letters, digits, `.`, `_` and `-` (a Kafka topic name's characters)"),
+            );
         }
         for (k, v) in &self.kafka.options {
             if scalar(v).is_none() {

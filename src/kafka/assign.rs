@@ -151,8 +151,9 @@ impl Planner {
                     None
                 }
             };
+            let wire = base.context().prefix().wire(topic);
             let (low, high) = base
-                .fetch_watermarks(topic, *partition, Duration::from_secs(5))
+                .fetch_watermarks(&wire, *partition, Duration::from_secs(5))
                 .map_or((None, None), |(l, h)| (Some(l), Some(h)));
             let (offset, next, from) = match start_from {
                 StartFrom::LedgerOrEarliest => (Offset::Beginning, low, "the earliest offset"),
@@ -235,16 +236,17 @@ fn committed(
     base: &ChainConsumer,
     parts: &[TopicPartition],
 ) -> rdkafka::error::KafkaResult<HashMap<TopicPartition, i64>> {
+    let prefix = base.context().prefix();
     let mut ask = TopicPartitionList::new();
     for (t, p) in parts {
-        ask.add_partition(t, *p);
+        ask.add_partition(&prefix.wire(t), *p);
     }
     let got = base.committed_offsets(ask, Duration::from_secs(10))?;
     Ok(got
         .elements()
         .iter()
         .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+            Offset::Offset(o) => Some(((prefix.user(e.topic()).to_string(), e.partition()), o)),
             _ => None,
         })
         .collect())
@@ -290,7 +292,8 @@ fn ledger_misfit(
     partition: i32,
     applied: i64,
 ) -> Option<Misfit> {
-    let (low, high) = match base.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
+    let wire = base.context().prefix().wire(topic);
+    let (low, high) = match base.fetch_watermarks(&wire, partition, Duration::from_secs(5)) {
         Ok(marks) => marks,
         Err(e) => {
             warn!(

@@ -1,6 +1,7 @@
 //! Small Kafka helpers for the demo, the benchmark and tests: producing
 //! records and reading high watermarks to know when topics are drained.
 
+use crate::config::Cluster;
 use crate::ops::stats::Stats;
 use anyhow::Context;
 use rdkafka::ClientConfig;
@@ -21,24 +22,22 @@ pub struct Record {
 /// Produces `records` in order (per key, each lands in its key's partition)
 /// and waits until the brokers have them all.
 pub fn produce(brokers: &str, records: &[Record]) -> anyhow::Result<()> {
-    produce_with(brokers, &[], records)
+    produce_on(&Cluster::plain(brokers), records)
 }
 
-/// As [`produce`], with librdkafka options (security settings).
-pub fn produce_with(
-    brokers: &str,
-    options: &[(String, String)],
-    records: &[Record],
-) -> anyhow::Result<()> {
-    let mut cc = producer_config(options);
+/// As [`produce`], on a configured cluster (security options, and each
+/// record's topic with `kafka.prefix` applied).
+pub fn produce_on(cluster: &Cluster, records: &[Record]) -> anyhow::Result<()> {
+    let mut cc = producer_config(&cluster.options);
     let producer: BaseProducer = cc
-        .set("bootstrap.servers", brokers)
+        .set("bootstrap.servers", &cluster.brokers)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()
         .map_err(|e| anyhow::anyhow!("cannot create a producer: {}", redact_kafka_error(e)))?;
     for r in records {
-        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&r.topic);
+        let topic = cluster.prefix.wire(&r.topic);
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&topic);
         if let Some(k) = &r.key {
             rec = rec.key(k.as_slice());
         }
@@ -94,40 +93,43 @@ pub fn high_watermarks(
     brokers: &str,
     topics: &[String],
 ) -> anyhow::Result<HashMap<(String, i32), i64>> {
-    high_watermarks_with(brokers, &[], topics)
+    high_watermarks_on(&Cluster::plain(brokers), topics)
 }
 
-/// As [`high_watermarks`], with librdkafka options (security settings).
-pub fn high_watermarks_with(
-    brokers: &str,
-    options: &[(String, String)],
+/// As [`high_watermarks`], on a configured cluster.
+pub fn high_watermarks_on(
+    cluster: &Cluster,
     topics: &[String],
 ) -> anyhow::Result<HashMap<(String, i32), i64>> {
-    Ok(watermarks_with(brokers, options, topics)?
+    Ok(watermarks_on(cluster, topics)?
         .into_iter()
         .map(|(tp, (_, high))| (tp, high))
         .collect())
 }
 
-/// (log start, high watermark) of every partition of `topics`.
-pub fn watermarks_with(
-    brokers: &str,
-    options: &[(String, String)],
+/// (log start, high watermark) of every partition of `topics`, by the
+/// names as written (the brokers are asked with `kafka.prefix` applied).
+pub fn watermarks_on(
+    cluster: &Cluster,
     topics: &[String],
 ) -> anyhow::Result<HashMap<(String, i32), (i64, i64)>> {
     let mut cc = ClientConfig::new();
-    for (k, v) in options {
+    for (k, v) in &cluster.options {
         cc.set(k, v);
     }
-    let consumer: BaseConsumer = cc.set("bootstrap.servers", brokers).create().map_err(|e| {
-        anyhow::anyhow!("cannot create a metadata client: {}", redact_kafka_error(e))
-    })?;
+    let consumer: BaseConsumer = cc
+        .set("bootstrap.servers", &cluster.brokers)
+        .create()
+        .map_err(|e| {
+            anyhow::anyhow!("cannot create a metadata client: {}", redact_kafka_error(e))
+        })?;
     let mut out = HashMap::new();
     for topic in topics {
-        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let wire = cluster.prefix.wire(topic);
+        let md = consumer.fetch_metadata(Some(&wire), Duration::from_secs(10))?;
         for t in md.topics() {
             for p in t.partitions() {
-                let marks = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+                let marks = consumer.fetch_watermarks(&wire, p.id(), Duration::from_secs(10))?;
                 out.insert((topic.clone(), p.id()), marks);
             }
         }
@@ -225,7 +227,7 @@ pub fn unreachable(error: &rdkafka::error::KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode::*;
     matches!(
         error.rdkafka_error_code(),
-        Some(AllBrokersDown | BrokerTransportFailure | Resolve | Authentication)
+        Some(AllBrokersDown | BrokerTransportFailure | Resolve | Authentication | SSL)
     )
 }
 

@@ -64,6 +64,9 @@ pub struct ChainContext {
     events: UnboundedSender<Rebalance>,
     /// `kafka.brokers`, named when they cannot be reached.
     brokers: String,
+    /// `kafka.prefix`: the context hands the dispatcher the names as
+    /// written, and gives librdkafka the names it knows.
+    prefix: crate::config::Prefix,
     /// librdkafka's errors, said at a bounded rate.
     throttle: crate::kafka::Throttle,
     /// High watermarks from librdkafka's statistics go here (the lag metric).
@@ -73,14 +76,25 @@ pub struct ChainContext {
 }
 
 impl ChainContext {
-    pub fn new(events: UnboundedSender<Rebalance>, stats: Stats, brokers: &str) -> Self {
+    pub fn new(
+        events: UnboundedSender<Rebalance>,
+        stats: Stats,
+        brokers: &str,
+        prefix: crate::config::Prefix,
+    ) -> Self {
         ChainContext {
             events,
             brokers: brokers.to_string(),
+            prefix,
             throttle: crate::kafka::Throttle::new(crate::kafka::ERROR_EVERY),
             stats,
             consumer: OnceLock::new(),
         }
+    }
+
+    /// `kafka.prefix`, for every name handed to librdkafka.
+    pub fn prefix(&self) -> &crate::config::Prefix {
+        &self.prefix
     }
 
     pub fn attach(&self, consumer: &Arc<ChainConsumer>) {
@@ -98,7 +112,7 @@ impl ChainContext {
     }
 
     fn on_assign(&self, base: &ChainConsumer, tpl: &mut TopicPartitionList) {
-        let parts = partitions(tpl);
+        let parts = partitions(tpl, &self.prefix);
         let (reply, answer) = sync_channel(1);
         let plan = match self.events.send(Rebalance::Assign {
             parts: parts.clone(),
@@ -107,8 +121,9 @@ impl ChainContext {
             Ok(()) => answer.recv().unwrap_or_default(),
             Err(_) => Plan::default(),
         };
+        let wire = |topic: &str| self.prefix.wire(topic);
         for ((topic, partition), offset) in &plan.offsets {
-            let _ = tpl.set_partition_offset(topic, *partition, *offset);
+            let _ = tpl.set_partition_offset(&wire(topic), *partition, *offset);
         }
         let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
             return;
@@ -117,7 +132,12 @@ impl ChainContext {
         // partitions' messages to the main queue.
         let queues: Vec<_> = parts
             .iter()
-            .filter_map(|(t, p)| Some(((t.clone(), *p), consumer.split_partition_queue(t, *p)?)))
+            .filter_map(|(t, p)| {
+                Some((
+                    (t.clone(), *p),
+                    consumer.split_partition_queue(&wire(t), *p)?,
+                ))
+            })
             .collect();
         let assigned = match base.rebalance_protocol() {
             RebalanceProtocol::Cooperative => base.incremental_assign(tpl),
@@ -129,7 +149,7 @@ impl ChainContext {
         }
         for ((topic, partition), _) in &plan.stopped {
             let mut paused = TopicPartitionList::new();
-            paused.add_partition(topic, *partition);
+            paused.add_partition(&wire(topic), *partition);
             let _ = base.pause(&paused);
         }
         let queues = queues
@@ -140,7 +160,7 @@ impl ChainContext {
     }
 
     fn on_revoke(&self, base: &ChainConsumer, tpl: &TopicPartitionList) {
-        let parts = partitions(tpl);
+        let parts = partitions(tpl, &self.prefix);
         let n = parts.len();
         self.stop_partitions(Some(parts));
         commit_sync(base);
@@ -179,7 +199,8 @@ impl ClientContext for ChainContext {
         for (name, topic) in &statistics.topics {
             for (id, p) in &topic.partitions {
                 if *id >= 0 && p.hi_offset >= 0 {
-                    self.stats.high_watermark(name, *id, p.hi_offset);
+                    self.stats
+                        .high_watermark(self.prefix.user(name), *id, p.hi_offset);
                 }
             }
         }
@@ -210,9 +231,10 @@ pub fn commit_sync(consumer: &ChainConsumer) {
     }
 }
 
-fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+/// The partitions of `tpl`, by the names as written in the config.
+fn partitions(tpl: &TopicPartitionList, prefix: &crate::config::Prefix) -> Vec<TopicPartition> {
     tpl.elements()
         .iter()
-        .map(|e| (e.topic().to_string(), e.partition()))
+        .map(|e| (prefix.user(e.topic()).to_string(), e.partition()))
         .collect()
 }

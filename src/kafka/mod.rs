@@ -8,6 +8,7 @@
 //!   `kafka.on_gap`.
 //! - [`partition`]: one partition's task: its events in order, batched,
 //!   offsets stored once durable; parks and dead-letters.
+//! - [`probe`]: `pgchain check` asking the brokers.
 //! - [`client`]: small client helpers (watermarks, producing, redacted
 //!   errors), re-exported here.
 
@@ -16,5 +17,6 @@ pub mod client;
 pub mod context;
 pub mod gap;
 pub mod partition;
+pub mod probe;
 
 pub use client::*;

@@ -54,7 +54,10 @@ pub struct Shared {
 pub(crate) struct PartitionWorker {
     pub(crate) shared: Arc<Shared>,
     pub(crate) consumer: Arc<ChainConsumer>,
+    /// The topic as written in the config (ledger, dead letters, logs).
     pub(crate) topic: String,
+    /// The topic as the brokers know it (`kafka.prefix` applied).
+    pub(crate) wire: String,
     pub(crate) partition: i32,
     pub(crate) stop: CancellationToken,
 }
@@ -177,7 +180,7 @@ impl PartitionWorker {
     /// (`on_gap: stop`), or records it, moves the ledger past it and asks
     /// for a new assignment (`on_gap: skip`). Either way this task ends.
     async fn gap(&self, taken: Option<i64>, e: &KafkaError) {
-        let (topic, partition) = (self.topic.clone(), self.partition);
+        let (topic, partition) = (self.wire.clone(), self.partition);
         let consumer = self.consumer.clone();
         let marks = tokio::task::spawn_blocking(move || {
             consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))
@@ -286,7 +289,7 @@ impl PartitionWorker {
         let mut items = Vec::with_capacity(msgs.len());
         for (i, msg) in msgs.iter().enumerate() {
             let view = RouteMessage {
-                topic: msg.topic(),
+                topic: &self.topic,
                 partition: msg.partition(),
                 offset: msg.offset(),
                 timestamp: msg.timestamp().to_millis(),
@@ -477,8 +480,11 @@ impl PartitionWorker {
                         offset = msg.offset(),
                         "{why}; dead-lettered"
                     );
-                    let mut dl =
-                        DeadLetter::of(msg, self.shared.dead_letters.topic_for(&self.topic));
+                    let mut dl = DeadLetter::of(
+                        msg,
+                        &self.topic,
+                        self.shared.dead_letters.topic_for(&self.topic),
+                    );
                     dl.pipeline = pipeline.clone();
                     dl.class = *class;
                     dl.message = why.clone();
@@ -568,7 +574,8 @@ impl PartitionWorker {
             shared.stats.in_flight(-1);
             paused.resume();
             // Built only when the event leaves: it copies the message.
-            let of = || DeadLetter::of(msg, shared.dead_letters.topic_for(&self.topic));
+            let of =
+                || DeadLetter::of(msg, &self.topic, shared.dead_letters.topic_for(&self.topic));
             let dl = match result {
                 Ok(chain::Ran {
                     outcome: Outcome::Behind,
@@ -677,7 +684,7 @@ impl PartitionWorker {
     fn done(&self, offset: i64) {
         if let Err(e) = self
             .consumer
-            .store_offset(&self.topic, self.partition, offset)
+            .store_offset(&self.wire, self.partition, offset)
         {
             warn!(
                 topic = self.topic,
@@ -699,14 +706,14 @@ impl PartitionWorker {
         );
         self.shared.stats.stuck(&self.topic, self.partition, why);
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.topic, self.partition);
+        tpl.add_partition(&self.wire, self.partition);
         let _ = self.consumer.pause(&tpl);
         self.stop.cancelled().await;
     }
 
     fn set_paused(&self, pause: bool) {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.topic, self.partition);
+        tpl.add_partition(&self.wire, self.partition);
         let result = if pause {
             self.consumer.pause(&tpl)
         } else {

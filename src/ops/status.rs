@@ -49,12 +49,9 @@ pub async fn collect(config: &Config) -> anyhow::Result<Vec<PartitionStatus>> {
         }
     }
     let topics = config.topics();
-    let brokers = config.kafka.brokers.clone();
-    let options = config.kafka_options();
-    let marks = tokio::task::spawn_blocking(move || {
-        crate::kafka::watermarks_with(&brokers, &options, &topics)
-    })
-    .await?
+    let cluster = config.cluster();
+    let marks = tokio::task::spawn_blocking(move || crate::kafka::watermarks_on(&cluster, &topics))
+        .await?
     .with_context(|| {
         format!(
             "cannot read the partitions' watermarks from the Kafka brokers {} (kafka.brokers in {})",

@@ -148,9 +148,12 @@ async fn run_example(
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let topics = config.topics();
-    for t in &topics {
+    // The dead-letter topics too, as an operator would: the embedded Kafka
+    // takes no request to create a topic.
+    let dead_letters = topics.iter().map(|t| config.dead_letters.topic_for(t));
+    for t in topics.iter().cloned().chain(dead_letters) {
         cluster
-            .create_topic(t, 3, 1)
+            .create_topic(&t, 3, 1)
             .with_context(|| format!("cannot create topic {t}"))?;
     }
     println!(

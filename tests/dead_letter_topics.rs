@@ -15,8 +15,6 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::json;
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Every topic of the cluster with its partition count (asking for all
@@ -48,43 +46,6 @@ fn change(topic: &str, id: i64, poison: bool) -> Record {
     )
 }
 
-/// `pgchain run -c path`, its log (info) written to `log`.
-fn run(path: &Path, log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_pgchain"))
-        .args(["run", "-c", path.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
-async fn log_says(log: &Path, what: &str, within: Duration) -> String {
-    let start = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains(what) {
-            return text;
-        }
-        assert!(
-            start.elapsed() < within,
-            "the log never said `{what}` in {within:?}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn wait_for(db: &TestDb, what: &str, sql: &str, want: i64) {
-    let start = Instant::now();
-    while db.i64(sql).await != want {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_start_up_check_creates_no_topic_leaves_existing_ones_alone_and_loses_no_dead_letter() {
     let db = TestDb::new("dlqtopics").await;
@@ -105,7 +66,7 @@ async fn the_start_up_check_creates_no_topic_leaves_existing_ones_alone_and_lose
     let log = dir.join("run.log");
 
     let started = Instant::now();
-    let mut child = run(&path, &log);
+    let child = spawn_run(&path, &log, "info");
     let said = log_says(&log, "consuming", Duration::from_secs(30)).await;
     let took = started.elapsed();
     assert!(
@@ -138,14 +99,14 @@ async fn the_start_up_check_creates_no_topic_leaves_existing_ones_alone_and_lose
     kafka
         .produce(vec![change("items", 1, true), change("items", 2, false)])
         .await;
-    wait_for(
+    wait_for_count(
         &db,
         "the dead letter published",
         "select count(*) from pgchain.dead_letters where published_at is not null",
         1,
     )
     .await;
-    wait_for(
+    wait_for_count(
         &db,
         "the next event applied",
         "select count(*) from t.seen",
@@ -156,13 +117,5 @@ async fn the_start_up_check_creates_no_topic_leaves_existing_ones_alone_and_lose
     assert!(after.contains_key("items.dlq"), "{after:?}");
     assert_eq!(after["orders.dlq"], 3);
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(exit.success(), "{exit:?}");
+    sigterm(child).await;
 }

@@ -150,8 +150,14 @@ async fn run_example(
     let topics = config.topics();
     // The dead-letter topics too, as an operator would: the embedded Kafka
     // takes no request to create a topic.
-    let dead_letters = topics.iter().map(|t| config.dead_letters.topic_for(t));
-    for t in topics.iter().cloned().chain(dead_letters) {
+    let mut all = topics.clone();
+    for t in &topics {
+        let dlq = config.dead_letters.topic_for(t);
+        if !all.contains(&dlq) {
+            all.push(dlq);
+        }
+    }
+    for t in all {
         cluster
             .create_topic(&t, 3, 1)
             .with_context(|| format!("cannot create topic {t}"))?;

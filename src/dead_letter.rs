@@ -217,11 +217,20 @@ pub async fn publish_until_done(
     true
 }
 
-/// Creates the dead-letter topics of `topics` that do not exist yet, each
-/// with as many partitions as its source topic. Failures are logged: the
-/// brokers may create topics on first use, or an operator may have to.
+/// Creates the dead-letter topics of `topics` (pairs of source topic and
+/// dead-letter topic, as written in the config) that do not exist yet, each
+/// with as many partitions as its source topic (the most of its sources,
+/// when several share one).
+///
+/// The brokers are asked for the whole cluster's metadata, which creates
+/// nothing (asking for one topic by name would have a broker that creates
+/// topics on first use create it, with its default partition count). A topic
+/// that cannot be created here is left to the dead-letter producer: the
+/// broker then creates it on the first dead letter, with its default
+/// partition count, and a warning says so. Nothing waits longer than
+/// [`METADATA_TIMEOUT`] plus [`CREATE_TIMEOUT`].
 pub async fn ensure_topics(cluster: &crate::config::Cluster, topics: &[(String, String)]) {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::admin::{AdminClient, AdminOptions};
     let mut cc = ClientConfig::new();
     for (k, v) in &cluster.options {
         cc.set(k, v);
@@ -240,61 +249,246 @@ pub async fn ensure_topics(cluster: &crate::config::Cluster, topics: &[(String, 
         };
     let admin = std::sync::Arc::new(admin);
     // The brokers know the names with `kafka.prefix` applied.
-    let wanted: Vec<(String, String)> = topics
+    let topics: Vec<(String, String)> = topics
         .iter()
         .map(|(source, dlq)| (cluster.prefix.wire(source), cluster.prefix.wire(dlq)))
         .collect();
-    let sizes = {
+    let topics = &topics[..];
+    let seen = {
         let admin = admin.clone();
-        tokio::task::spawn_blocking(move || {
-            wanted
-                .into_iter()
-                .filter_map(|(source, dlq)| {
-                    let exists = admin
-                        .inner()
-                        .fetch_metadata(Some(&dlq), Duration::from_secs(10))
-                        .ok()
-                        .is_some_and(|md| {
-                            md.topics()
-                                .iter()
-                                .any(|t| t.error().is_none() && !t.partitions().is_empty())
-                        });
-                    if exists {
-                        return None;
-                    }
-                    let partitions = admin
-                        .inner()
-                        .fetch_metadata(Some(&source), Duration::from_secs(10))
-                        .ok()
-                        .and_then(|md| md.topics().first().map(|t| t.partitions().len()))
-                        .filter(|n| *n > 0)
-                        .unwrap_or(1);
-                    Some((dlq, partitions as i32))
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default()
+        tokio::task::spawn_blocking(move || Brokers::of(admin.inner()))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
     };
-    if sizes.is_empty() {
+    let seen = match seen {
+        Ok(c) => c,
+        Err(e) => {
+            for (_, dlq) in topics {
+                left_to_the_broker(dlq, &format!("cannot read the cluster's metadata: {e}"));
+            }
+            return;
+        }
+    };
+    let plan = Plan::of(&seen, topics);
+    for (dlq, why) in &plan.left {
+        left_to_the_broker(dlq, why);
+    }
+    if plan.create.is_empty() {
         return;
     }
-    let new: Vec<NewTopic<'_>> = sizes
-        .iter()
-        .map(|(t, n)| NewTopic::new(t, *n, TopicReplication::Fixed(-1)))
-        .collect();
-    match admin.create_topics(&new, &AdminOptions::new()).await {
+    if !seen.has_controller() {
+        // A cluster that names no live controller cannot take CreateTopics
+        // (librdkafka would wait for one until the request timeout).
+        for (dlq, _) in &plan.create {
+            left_to_the_broker(
+                dlq,
+                "the brokers name no controller among them to create it",
+            );
+        }
+        return;
+    }
+    let new = plan.new_topics();
+    let opts = AdminOptions::new()
+        .request_timeout(Some(CREATE_TIMEOUT))
+        .operation_timeout(Some(CREATE_TIMEOUT));
+    match admin.create_topics(&new, &opts).await {
         Ok(results) => {
             for r in results {
                 match r {
-                    Ok(t) => tracing::info!(topic = t, "created dead-letter topic"),
+                    Ok(t) => {
+                        let partitions = plan.partitions(&t);
+                        tracing::info!(topic = t, partitions, "created dead-letter topic")
+                    }
                     Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
                         debug!(topic = t, "dead-letter topic exists")
                     }
-                    Err((t, e)) => warn!(topic = t, "cannot create dead-letter topic: {e}"),
+                    Err((t, e)) => left_to_the_broker(&t, &e.to_string()),
                 }
             }
         }
-        Err(e) => warn!("cannot create dead-letter topics: {e}"),
+        Err(e) => {
+            for (dlq, _) in &plan.create {
+                left_to_the_broker(dlq, &e.to_string());
+            }
+        }
+    }
+}
+
+/// How long the cluster's metadata may take to arrive.
+pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a CreateTopics request may take, the broker's part included.
+pub const CREATE_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn left_to_the_broker(dlq: &str, why: &str) {
+    warn!(
+        topic = dlq,
+        "cannot create dead-letter topic: {why}; the broker creates it on the first dead letter, \
+         with its default partition count"
+    );
+}
+
+/// What the brokers said about the cluster: every topic with its partition
+/// count, the brokers' ids and the controller they named.
+#[derive(Debug, Default)]
+struct Brokers {
+    topics: std::collections::HashMap<String, usize>,
+    brokers: Vec<i32>,
+    controller: Option<i32>,
+}
+
+impl Brokers {
+    /// Asks for the metadata of every topic (which creates none).
+    fn of<C: rdkafka::ClientContext>(
+        client: &rdkafka::client::Client<C>,
+    ) -> Result<Brokers, String> {
+        let md = client
+            .fetch_metadata(None, METADATA_TIMEOUT)
+            .map_err(|e| crate::kafka::redact_kafka_error(e).to_string())?;
+        let topics = md
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| (t.name().to_string(), t.partitions().len()))
+            .collect();
+        // SAFETY: the client's handle is valid while `client` lives; with a
+        // timeout of 0 the call only reads the controller id librdkafka
+        // cached from the metadata response above.
+        let controller =
+            unsafe { rdkafka::bindings::rd_kafka_controllerid(client.native_ptr(), 0) };
+        Ok(Brokers {
+            topics,
+            brokers: md.brokers().iter().map(|b| b.id()).collect(),
+            controller: (controller >= 0).then_some(controller),
+        })
+    }
+
+    /// True when the controller the brokers named is one of them.
+    fn has_controller(&self) -> bool {
+        self.controller.is_some_and(|c| self.brokers.contains(&c))
+    }
+}
+
+/// The dead-letter topics to create, with their partition counts, and
+/// those left to the broker, with the reason.
+#[derive(Debug, Default, PartialEq)]
+struct Plan {
+    create: Vec<(String, i32)>,
+    left: Vec<(String, String)>,
+}
+
+impl Plan {
+    fn of(seen: &Brokers, pairs: &[(String, String)]) -> Plan {
+        let mut plan = Plan::default();
+        for (source, dlq) in pairs {
+            if seen.topics.contains_key(dlq) {
+                continue;
+            }
+            match seen.topics.get(source) {
+                // One dead-letter topic for several sources: the most
+                // partitions of any.
+                Some(&n) => {
+                    let n = n.min(i32::MAX as usize) as i32;
+                    match plan.create.iter_mut().find(|(t, _)| t == dlq) {
+                        Some((_, m)) => *m = (*m).max(n),
+                        None => plan.create.push((dlq.clone(), n)),
+                    }
+                }
+                None => plan.left.push((
+                    dlq.clone(),
+                    format!("its source topic `{source}` does not exist yet"),
+                )),
+            }
+        }
+        plan.left
+            .retain(|(t, _)| !plan.create.iter().any(|(c, _)| c == t));
+        plan
+    }
+
+    /// The CreateTopics request: the source's partition count, the broker's
+    /// default replication factor.
+    fn new_topics(&self) -> Vec<rdkafka::admin::NewTopic<'_>> {
+        use rdkafka::admin::{NewTopic, TopicReplication};
+        self.create
+            .iter()
+            .map(|(t, n)| NewTopic::new(t, *n, TopicReplication::Fixed(-1)))
+            .collect()
+    }
+
+    fn partitions(&self, topic: &str) -> i32 {
+        self.create
+            .iter()
+            .find(|(t, _)| t == topic)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_missing_dead_letter_topic_is_asked_for_with_its_sources_partition_count() {
+        let seen = Brokers {
+            topics: [
+                ("items", 2),
+                ("orders", 3),
+                ("orders.dlq", 3),
+                ("people", 5),
+            ]
+            .into_iter()
+            .map(|(t, n)| (t.to_string(), n))
+            .collect(),
+            brokers: vec![1, 2, 3],
+            controller: Some(2),
+        };
+        let plan = Plan::of(
+            &seen,
+            &pairs(&[
+                ("items", "items.dlq"),
+                ("orders", "orders.dlq"),
+                ("absent", "absent.dlq"),
+                ("items", "all.dlq"),
+                ("people", "all.dlq"),
+            ]),
+        );
+        assert_eq!(
+            plan,
+            Plan {
+                create: vec![("items.dlq".into(), 2), ("all.dlq".into(), 5)],
+                left: vec![(
+                    "absent.dlq".into(),
+                    "its source topic `absent` does not exist yet".into()
+                )],
+            }
+        );
+        let asked: Vec<(&str, i32, i32)> = plan
+            .new_topics()
+            .iter()
+            .map(|t| match t.replication {
+                rdkafka::admin::TopicReplication::Fixed(r) => (t.name, t.num_partitions, r),
+                _ => panic!("variable replication"),
+            })
+            .collect();
+        assert_eq!(asked, [("items.dlq", 2, -1), ("all.dlq", 5, -1)]);
+        assert!(seen.has_controller());
+    }
+
+    #[test]
+    fn a_controller_id_that_names_no_broker_is_no_controller() {
+        let mut seen = Brokers {
+            brokers: vec![1, 2, 3],
+            controller: Some(0),
+            ..Default::default()
+        };
+        assert!(!seen.has_controller());
+        seen.controller = None;
+        assert!(!seen.has_controller());
     }
 }

@@ -311,6 +311,17 @@ impl Dispatcher {
         // happens when the log lost the next offset: librdkafka reports it
         // and the partition applies `kafka.on_gap`.
         cc.set("auto.offset.reset", "error");
+        // Static membership: the id is this consumer's only, not the other
+        // clients' (the producer and the admin client belong to no group).
+        let instance = self
+            .config
+            .kafka
+            .group_instance_id()
+            .map_err(|e| anyhow::anyhow!("{}{e}", self.config.at(&["kafka", "instance_id"])))?;
+        if let Some(id) = &instance {
+            cc.set("group.instance.id", id);
+            tracing::info!(instance_id = id, "static member of the consumer group");
+        }
         cc.set("bootstrap.servers", &self.config.kafka.brokers)
             .set("group.id", self.config.wire_group())
             .set("enable.auto.commit", "true")

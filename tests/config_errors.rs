@@ -220,3 +220,61 @@ fn yaml_merge_keys_share_settings_between_pipelines() {
         err.problems
     );
 }
+
+#[test]
+fn the_static_member_id_is_off_by_default_explicit_or_from_the_host_name() {
+    let load = |kafka: &str| {
+        let text = format!(
+            "kafka:\n  brokers: k:9092\n{kafka}pipelines:\n  p: {{topic: t, chain: [a.b]}}\n"
+        );
+        Config::from_text(&text, Path::new("pipelines.yaml"), |_| None)
+            .map(|c| c.kafka.group_instance_id().unwrap())
+            .map_err(|e| e.problems)
+    };
+    assert_eq!(load(""), Ok(None), "off unless asked for");
+    assert_eq!(
+        load("  instance_id: pgchain-1\n"),
+        Ok(Some("pgchain-1".to_string()))
+    );
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(
+        load("  instance_id: \"{hostname}\"\n"),
+        Ok(Some(host.clone()))
+    );
+    assert_eq!(
+        load("  instance_id: \"pgchain-{hostname}-b\"\n"),
+        Ok(Some(format!("pgchain-{host}-b")))
+    );
+    assert_eq!(
+        load("  instance_id: pgchain-1\n  options:\n    group.instance.id: other\n"),
+        Err(vec![
+            "pipelines.yaml:3: `kafka.instance_id` and kafka option `group.instance.id` both set the consumer's static member id; keep one".to_string()
+        ])
+    );
+    assert_eq!(
+        load("  options:\n    group.instance.id: other\n"),
+        Ok(None),
+        "the option alone passes through to librdkafka as any other"
+    );
+    assert_eq!(
+        load("  instance_id: {hostname}\n"),
+        Err(vec![
+            "pipelines.yaml:3: `kafka.instance_id: {hostname}` needs quotes, `\"{hostname}\"` (unquoted, YAML reads it as a mapping)".to_string()
+        ])
+    );
+    assert_eq!(
+        load("  instance_id: \"{host}-1\"\n"),
+        Err(vec![
+            "pipelines.yaml:3: `kafka.instance_id` `{host}-1`: `{` is not allowed; use letters, digits, `.`, `_`, `-` and `{hostname}`".to_string()
+        ])
+    );
+    assert_eq!(
+        load("  instance_id: ''\n"),
+        Err(vec![
+            "pipelines.yaml:3: `kafka.instance_id` is empty".to_string()
+        ])
+    );
+}

@@ -148,9 +148,18 @@ async fn run_example(
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let topics = config.topics();
+    // The dead-letter topics too, as an operator would: the embedded Kafka
+    // takes no request to create a topic.
+    let mut all = topics.clone();
     for t in &topics {
+        let dlq = config.dead_letters.topic_for(t);
+        if !all.contains(&dlq) {
+            all.push(dlq);
+        }
+    }
+    for t in all {
         cluster
-            .create_topic(t, 3, 1)
+            .create_topic(&t, 3, 1)
             .with_context(|| format!("cannot create topic {t}"))?;
     }
     println!(

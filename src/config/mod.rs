@@ -72,9 +72,84 @@ pub struct KafkaConfig {
     /// applied yet.
     #[serde(default)]
     pub on_gap: OnGap,
+    /// Static membership: the `run` consumer's `group.instance.id`, where
+    /// `{hostname}` stands for the host name. Off by default.
+    #[serde(default)]
+    pub instance_id: Option<serde_yaml::Value>,
     /// Passed to librdkafka as they are (`security.protocol`, `sasl.*`, …).
     #[serde(default)]
     pub options: IndexMap<String, serde_yaml::Value>,
+}
+
+impl KafkaConfig {
+    /// The consumer's `group.instance.id` from `instance_id`, `{hostname}`
+    /// replaced (None when static membership is off).
+    pub fn group_instance_id(&self) -> Result<Option<String>, String> {
+        let Some(v) = &self.instance_id else {
+            return Ok(None);
+        };
+        let template = match v {
+            serde_yaml::Value::String(s) => s.clone(),
+            serde_yaml::Value::Mapping(m)
+                if m.len() == 1 && m.get("hostname").is_some_and(|v| v.is_null()) =>
+            {
+                return Err(
+                    "`kafka.instance_id: {hostname}` needs quotes, `\"{hostname}\"` \
+                     (unquoted, YAML reads it as a mapping)"
+                        .into(),
+                );
+            }
+            _ => return Err("`kafka.instance_id` must be a string".into()),
+        };
+        let rest = template.replace(HOSTNAME, "");
+        if let Some(c) = rest.chars().find(|c| !instance_id_char(*c)) {
+            return Err(format!(
+                "`kafka.instance_id` `{template}`: `{c}` is not allowed; use letters, digits, \
+                 `.`, `_`, `-` and `{HOSTNAME}`"
+            ));
+        }
+        let id = if template.contains(HOSTNAME) {
+            template.replace(HOSTNAME, &hostname()?)
+        } else {
+            template
+        };
+        if id.is_empty() {
+            return Err("`kafka.instance_id` is empty".into());
+        }
+        if id.len() > 249 || !id.chars().all(instance_id_char) {
+            return Err(format!(
+                "`kafka.instance_id` gives `{id}`, which Kafka refuses: at most 249 letters, \
+                 digits, `.`, `_` and `-`"
+            ));
+        }
+        Ok(Some(id))
+    }
+}
+
+/// What `kafka.instance_id` replaces with the host name.
+const HOSTNAME: &str = "{hostname}";
+
+/// A character Kafka takes in a `group.instance.id`.
+fn instance_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// This machine's host name (in a container, the container's).
+fn hostname() -> Result<String, String> {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    read("/proc/sys/kernel/hostname")
+        .or_else(|| read("/etc/hostname"))
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| {
+            "`kafka.instance_id` uses {hostname}, but the host name cannot be read \
+             (/proc/sys/kernel/hostname, /etc/hostname, $HOSTNAME)"
+                .to_string()
+        })
 }
 
 /// Where a partition starts when `pgchain.offsets` has no row for it (a new
@@ -606,6 +681,19 @@ impl Config {
                     format!(
                         "kafka option `{k}` is set by pgchain itself (exactly-once depends on it)"
                     ),
+                );
+            }
+        }
+        if self.kafka.instance_id.is_some() {
+            if let Err(e) = self.kafka.group_instance_id() {
+                problems.add(&["kafka", "instance_id"], e);
+            }
+            if self.kafka.options.contains_key("group.instance.id") {
+                problems.add(
+                    &["kafka", "instance_id"],
+                    "`kafka.instance_id` and kafka option `group.instance.id` both set the \
+                     consumer's static member id; keep one"
+                        .into(),
                 );
             }
         }

@@ -335,3 +335,57 @@ begin perform pg_sleep(0.005); end $$;
 create procedure t.only_even(inout ev jsonb) language plpgsql as $$
 begin if (ev->'after'->>'version')::int % 2 = 1 then ev := null; end if; end $$;
 "#;
+
+/// `pgchain run -c path` with `RUST_LOG=rust_log`, its log written to `log`.
+pub fn spawn_run(path: &Path, log: &Path, rust_log: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pgchain"))
+        .args(["run", "-c", path.to_str().unwrap()])
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", rust_log)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the log file holds `what`, and returns the whole log.
+pub async fn log_says(log: &Path, what: &str, within: Duration) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(what) {
+            return text;
+        }
+        assert!(
+            start.elapsed() < within,
+            "the log never said `{what}` in {within:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `sql` returns `want` (panics after 60 s).
+pub async fn wait_for_count(db: &TestDb, what: &str, sql: &str, want: i64) {
+    let start = std::time::Instant::now();
+    while db.i64(sql).await != want {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Stops a `pgchain run` child with SIGTERM and asserts it exits 0.
+pub async fn sigterm(child: std::process::Child) {
+    let mut child = child;
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+}

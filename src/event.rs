@@ -45,6 +45,10 @@ pub struct Source {
     /// The source's own log position (LSN, SCN, trail position), as text so it
     /// compares the same way whatever the tool.
     pub position: Option<String>,
+    /// What else the tool says of the change, each under its own key:
+    /// Debezium's `transaction` block, GoldenGate's `tokens` and `current_ts`.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Where the change came from in Kafka.
@@ -66,4 +70,13 @@ pub struct ChangeEvent {
     pub source: Source,
     pub kafka: KafkaCoords,
     pub pipeline: String,
+    /// Columns of `after` the source did not send a value for (an unchanged
+    /// TOASTed column, a GoldenGate column marked missing): the stored value
+    /// stands. Left out of the JSON when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unchanged: Vec<String>,
+    /// The Kafka message's headers: text where UTF-8, `{"base64": "…"}`
+    /// where not. Left out of the JSON when there are none.
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub headers: Map<String, Value>,
 }

@@ -155,6 +155,8 @@ impl Router {
             source,
             kafka: coords,
             pipeline: route.pipeline.clone(),
+            unchanged: change.unchanged,
+            headers: Map::new(),
         };
         Ok(Routed::Event(Box::new(event), route.clone()))
     }
@@ -182,6 +184,7 @@ fn tombstone(
                 table: None,
                 ts_ms: None,
                 position: None,
+                extra: Default::default(),
             };
             let pipeline = route.pipeline.clone();
             let ev = ChangeEvent {
@@ -192,6 +195,8 @@ fn tombstone(
                 source,
                 kafka,
                 pipeline,
+                unchanged: Vec::new(),
+                headers: Map::new(),
             };
             Routed::Event(Box::new(ev), route.clone())
         }

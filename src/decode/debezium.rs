@@ -1,12 +1,12 @@
 //! Debezium JSON (JsonConverter), with or without `schemas.enable`.
 
-use super::{Change, DecodeError, Decoded, err, kind, object_or_null, parse_json, scalar_text};
+use super::{Change, DecodeError, Decoded, err, kind, object_or_null, scalar_text};
 use crate::event::{Op, Source};
 use serde_json::{Map, Value};
 
-pub(super) fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Decoded, DecodeError> {
+pub(super) fn decode(key: Option<Value>, value: Option<Value>) -> Result<Decoded, DecodeError> {
     let key = match key {
-        Some(bytes) => message_key(bytes)?,
+        Some(key) => message_key(key)?,
         None => None,
     };
     let payload = match value {
@@ -16,7 +16,7 @@ pub(super) fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Decoded
                 None => err("the message has neither a key nor a value"),
             };
         }
-        Some(bytes) => unwrap_payload(parse_json(bytes, "the message value")?),
+        Some(value) => unwrap_payload(value),
     };
     let Some(payload) = payload else {
         return match key {
@@ -62,12 +62,13 @@ pub(super) fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Decoded
         before,
         after,
         source,
+        unchanged: Vec::new(),
     }))
 }
 
 /// The message key as a column map, unwrapping `{"schema":…,"payload":…}`.
-fn message_key(bytes: &[u8]) -> Result<Option<Map<String, Value>>, DecodeError> {
-    match unwrap_payload(parse_json(bytes, "the message key")?) {
+fn message_key(key: Value) -> Result<Option<Map<String, Value>>, DecodeError> {
+    match unwrap_payload(key) {
         None => Ok(None),
         Some(Value::Object(m)) => Ok(Some(m)),
         Some(other) => err(format!(
@@ -112,5 +113,6 @@ fn source(payload: &Map<String, Value>) -> Source {
         table: get("table"),
         ts_ms,
         position,
+        extra: Default::default(),
     }
 }

@@ -2,13 +2,13 @@
 //! come from the pipeline's `key:`; a null value deletes the row whose key is
 //! in the message key.
 
-use super::{Change, DecodeError, DecodeOptions, Decoded, err, key_from_row, kind, parse_json};
+use super::{Change, DecodeError, DecodeOptions, Decoded, err, key_from_row, kind};
 use crate::event::{Op, Source};
 use serde_json::Value;
 
 pub(super) fn decode(
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
+    key: Option<Value>,
+    value: Option<Value>,
     opts: &DecodeOptions,
 ) -> Result<Decoded, DecodeError> {
     let source = Source {
@@ -17,10 +17,11 @@ pub(super) fn decode(
         table: None,
         ts_ms: None,
         position: None,
+        extra: Default::default(),
     };
     match value {
-        Some(bytes) => {
-            let row = match parse_json(bytes, "the message value")? {
+        Some(value) => {
+            let row = match value {
                 Value::Object(row) => row,
                 other => {
                     return err(format!(
@@ -36,13 +37,14 @@ pub(super) fn decode(
                 before: None,
                 after: Some(row),
                 source,
+                unchanged: Vec::new(),
             }))
         }
         None => {
-            let Some(bytes) = key else {
+            let Some(key) = key else {
                 return err("the message has neither a key nor a value");
             };
-            let key = match parse_json(bytes, "the message key")? {
+            let key = match key {
                 Value::Object(k) => key_from_row(&k, &opts.key_fields)?,
                 // A bare scalar key stands for a single key column.
                 scalar
@@ -65,6 +67,7 @@ pub(super) fn decode(
                 before: None,
                 after: None,
                 source,
+                unchanged: Vec::new(),
             }))
         }
     }

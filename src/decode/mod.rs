@@ -7,6 +7,7 @@
 
 mod debezium;
 mod json;
+pub mod logical;
 mod ogg;
 
 use crate::config::Format;
@@ -15,6 +16,9 @@ use serde_json::{Map, Value};
 
 /// What a decoder makes of one message, before routing.
 #[derive(Debug, Clone, PartialEq)]
+// Returned once per message and matched at once: boxing the change would
+// cost an allocation per event for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Decoded {
     Change(Change),
     /// A Kafka tombstone (null value) that follows a delete for compaction.
@@ -39,6 +43,8 @@ pub struct Change {
     pub before: Option<Map<String, Value>>,
     pub after: Option<Map<String, Value>>,
     pub source: Source,
+    /// Columns of `after` whose value the source did not send.
+    pub unchanged: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -56,10 +62,39 @@ pub struct DecodeOptions {
     pub key_fields: Vec<String>,
 }
 
+/// Decodes a message whose key and value are JSON text (a key is parsed
+/// only by the formats that read it).
 pub fn decode(
     format: Format,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
+    opts: &DecodeOptions,
+) -> Result<Decoded, DecodeError> {
+    let key = || key.map(|k| parse_json(k, "the message key")).transpose();
+    let value = value
+        .map(|v| parse_json(v, "the message value"))
+        .transpose();
+    match format {
+        Format::Debezium => {
+            let key = key()?;
+            debezium::decode(key, value?)
+        }
+        Format::Ogg => ogg::decode(value?),
+        Format::Json => {
+            let value = value?;
+            let key = if value.is_none() { key()? } else { None };
+            json::decode(key, value, opts)
+        }
+    }
+}
+
+/// Decodes a message whose key and value are already JSON values (decoded
+/// from another encoding, such as Avro): `None` is an absent key or value
+/// (a Kafka tombstone), `Some(Value::Null)` a JSON `null`.
+pub fn decode_values(
+    format: Format,
+    key: Option<Value>,
+    value: Option<Value>,
     opts: &DecodeOptions,
 ) -> Result<Decoded, DecodeError> {
     match format {

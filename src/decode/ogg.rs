@@ -1,16 +1,14 @@
 //! Oracle GoldenGate for Big Data, JSON formatter, op-modelled records.
 
-use super::{
-    Change, DecodeError, Decoded, err, key_from_row, object_or_null, parse_json, scalar_text,
-};
+use super::{Change, DecodeError, Decoded, err, key_from_row, object_or_null, scalar_text};
 use crate::event::{Op, Source};
 use serde_json::Value;
 
-pub(super) fn decode(value: Option<&[u8]>) -> Result<Decoded, DecodeError> {
-    let Some(bytes) = value else {
+pub(super) fn decode(value: Option<Value>) -> Result<Decoded, DecodeError> {
+    let Some(value) = value else {
         return err("the GoldenGate message has no value");
     };
-    let Value::Object(rec) = parse_json(bytes, "the message value")? else {
+    let Value::Object(rec) = value else {
         return err("the GoldenGate record must be a JSON object");
     };
     let op = match rec.get("op_type").and_then(Value::as_str) {
@@ -63,6 +61,7 @@ pub(super) fn decode(value: Option<&[u8]>) -> Result<Decoded, DecodeError> {
         table: Some(table),
         ts_ms,
         position: scalar_text(rec.get("pos")),
+        extra: Default::default(),
     };
     Ok(Decoded::Change(Change {
         op,
@@ -70,6 +69,7 @@ pub(super) fn decode(value: Option<&[u8]>) -> Result<Decoded, DecodeError> {
         before,
         after,
         source,
+        unchanged: Vec::new(),
     }))
 }
 

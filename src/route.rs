@@ -85,6 +85,7 @@ impl Router {
                         format: p.format,
                         opts: DecodeOptions {
                             key_fields: p.key.clone(),
+                            ogg: decode::ogg::Settings::of(p.ogg.as_ref()),
                         },
                         routes: Vec::new(),
                     });

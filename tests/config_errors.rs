@@ -23,7 +23,7 @@ fn bad_files_name_file_line_and_key() {
             "unknown key",
             "kafka:\n  brokers: k:9092\npipelines:\n  p:\n    topic: t\n    chian: [a.b]\n",
             &[
-                "pipelines.yaml:6: pipelines.p: unknown field `chian`, expected one of `topic`, `topics`, `format`, `table`, `key`, `system`, `tombstones`, `chain`, `retries`",
+                "pipelines.yaml:6: pipelines.p: unknown field `chian`, expected one of `topic`, `topics`, `format`, `table`, `key`, `system`, `tombstones`, `chain`, `retries`, `ogg`",
             ],
         ),
         (
@@ -38,6 +38,16 @@ fn bad_files_name_file_line_and_key() {
             "kafka:\n  brokers: k:9092\npipelines:\n  p:\n    topic: t\n    format: avro\n    chain: [a.b]\n",
             &[
                 "pipelines.yaml:6: pipelines.p.format: unknown variant `avro`, expected one of `debezium`, `ogg`, `json`",
+            ],
+        ),
+        (
+            "GoldenGate settings",
+            "kafka:\n  brokers: k:9092\npipelines:\n  a:\n    topic: t\n    format: ogg\n    table: A\n    ogg:\n      op_ts_zone: Mars/Olympus\n      op_types: {insert: X, update: X}\n    chain: [a.b]\n  b:\n    topic: t\n    format: ogg\n    table: B\n    chain: [a.b]\n  c:\n    topic: c\n    ogg: {}\n    chain: [a.b]\n",
+            &[
+                "pipelines.yaml:9: pipeline `a`: ogg.op_ts_zone: `Mars/Olympus` is not a zone: write UTC, an IANA name (Europe/Berlin) or an offset (+02:00)",
+                "pipelines.yaml:10: pipeline `a`: `ogg.op_types` gives code `X` to two operations",
+                "pipelines.yaml:19: pipeline `c`: `ogg:` applies to `format: ogg` only",
+                "pipelines.yaml:12: pipelines `a` and `b` read topic `t` with different `ogg:` settings; one topic is written one way",
             ],
         ),
         (

@@ -345,6 +345,104 @@ pub struct Pipeline {
     /// Retries per error class before an event is parked or dead-lettered.
     #[serde(default)]
     pub retries: Retries,
+    /// How GoldenGate's handler writes the messages (`format: ogg`).
+    #[serde(default)]
+    pub ogg: Option<OggOptions>,
+}
+
+/// The GoldenGate handler settings a topic's messages were written with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OggOptions {
+    /// The `op_type` codes (`gg.handler.name.format.insertOpKey`, …).
+    #[serde(default)]
+    pub op_types: OpTypes,
+    /// The zone `op_ts` is written in: `UTC` (GoldenGate's default), an IANA
+    /// name (`Europe/Berlin`) or an offset (`+02:00`).
+    #[serde(default = "utc")]
+    pub op_ts_zone: String,
+}
+
+impl Default for OggOptions {
+    fn default() -> Self {
+        OggOptions {
+            op_types: OpTypes::default(),
+            op_ts_zone: utc(),
+        }
+    }
+}
+
+fn utc() -> String {
+    "UTC".to_string()
+}
+
+/// GoldenGate's `insertOpKey`, `updateOpKey`, `deleteOpKey` and
+/// `truncateOpKey`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpTypes {
+    pub insert: String,
+    pub update: String,
+    pub delete: String,
+    pub truncate: String,
+}
+
+impl Default for OpTypes {
+    fn default() -> Self {
+        OpTypes {
+            insert: "I".into(),
+            update: "U".into(),
+            delete: "D".into(),
+            truncate: "T".into(),
+        }
+    }
+}
+
+/// A zone local times are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zone {
+    Fixed(chrono::FixedOffset),
+    Named(chrono_tz::Tz),
+}
+
+impl Zone {
+    /// `UTC`, an IANA name or `±HH:MM`.
+    pub fn parse(text: &str) -> Result<Zone, String> {
+        let t = text.trim();
+        if t.eq_ignore_ascii_case("utc") || t == "Z" {
+            return Ok(Zone::Fixed(chrono::FixedOffset::east_opt(0).expect("zero")));
+        }
+        if let Some(sign) = t.chars().next().filter(|c| *c == '+' || *c == '-')
+            && let Some((h, m)) = t[1..].split_once(':')
+            && let (Ok(h), Ok(m)) = (h.parse::<i32>(), m.parse::<i32>())
+            && (0..=18).contains(&h)
+            && (0..60).contains(&m)
+        {
+            let secs = (h * 3600 + m * 60) * if sign == '-' { -1 } else { 1 };
+            if let Some(o) = chrono::FixedOffset::east_opt(secs) {
+                return Ok(Zone::Fixed(o));
+            }
+        }
+        t.parse::<chrono_tz::Tz>().map(Zone::Named).map_err(|_| {
+            format!("`{text}` is not a zone: write UTC, an IANA name (Europe/Berlin) or an offset (+02:00)")
+        })
+    }
+
+    /// Milliseconds since the epoch of a local wall-clock time in this zone
+    /// (the earlier instant when a DST change repeats it).
+    pub fn epoch_millis(&self, local: chrono::NaiveDateTime) -> Option<i64> {
+        use chrono::TimeZone;
+        match self {
+            Zone::Fixed(o) => o
+                .from_local_datetime(&local)
+                .earliest()
+                .map(|t| t.timestamp_millis()),
+            Zone::Named(z) => z
+                .from_local_datetime(&local)
+                .earliest()
+                .map(|t| t.timestamp_millis()),
+        }
+    }
 }
 
 impl Pipeline {
@@ -782,6 +880,38 @@ impl Config {
                 );
             }
         }
+        if let Some(ogg) = &p.ogg {
+            if p.format != Format::Ogg {
+                problems.add(
+                    &["pipelines", name, "ogg"],
+                    format!("pipeline `{name}`: `ogg:` applies to `format: ogg` only"),
+                );
+            }
+            if let Err(e) = Zone::parse(&ogg.op_ts_zone) {
+                problems.add(
+                    &["pipelines", name, "ogg", "op_ts_zone"],
+                    format!("pipeline `{name}`: ogg.op_ts_zone: {e}"),
+                );
+            }
+            let t = &ogg.op_types;
+            let codes = [&t.insert, &t.update, &t.delete, &t.truncate];
+            if codes.iter().any(|c| c.trim().is_empty()) {
+                problems.add(
+                    &["pipelines", name, "ogg", "op_types"],
+                    format!("pipeline `{name}`: an `ogg.op_types` code is empty"),
+                );
+            }
+            for (i, a) in codes.iter().enumerate() {
+                if codes[..i].contains(a) {
+                    problems.add(
+                        &["pipelines", name, "ogg", "op_types"],
+                        format!(
+                            "pipeline `{name}`: `ogg.op_types` gives code `{a}` to two operations"
+                        ),
+                    );
+                }
+            }
+        }
         if p.format == Format::Json && p.key.is_empty() {
             problems.add(
                 &at("format"),
@@ -884,6 +1014,14 @@ impl Config {
             }
         }
         for (topic, users) in &per_topic {
+            if let Some((first, pf)) = users.first()
+                && let Some((other, _)) = users.iter().find(|(_, p)| p.ogg != pf.ogg)
+            {
+                problems.push(format!(
+                    "{}pipelines `{first}` and `{other}` read topic `{topic}` with different `ogg:` settings; one topic is written one way",
+                    self.at(&["pipelines", other, "ogg"])
+                ));
+            }
             for (a, pa) in users {
                 for (b, pb) in users {
                     let (Some(fa), Some(fb)) = (&pa.table, &pb.table) else {

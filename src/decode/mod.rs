@@ -8,7 +8,7 @@
 mod debezium;
 mod json;
 pub mod logical;
-mod ogg;
+pub mod ogg;
 
 use crate::config::Format;
 use crate::event::{Op, Source};
@@ -60,6 +60,8 @@ pub(crate) fn err<T>(msg: impl Into<String>) -> Result<T, DecodeError> {
 pub struct DecodeOptions {
     /// Key columns of plain JSON rows.
     pub key_fields: Vec<String>,
+    /// GoldenGate's `op_type` codes and the zone of its `op_ts`.
+    pub ogg: ogg::Settings,
 }
 
 /// Decodes a message whose key and value are JSON text (a key is parsed
@@ -79,7 +81,7 @@ pub fn decode(
             let key = key()?;
             debezium::decode(key, value?)
         }
-        Format::Ogg => ogg::decode(value?),
+        Format::Ogg => ogg::decode(value?, &opts.ogg),
         Format::Json => {
             let value = value?;
             let key = if value.is_none() { key()? } else { None };
@@ -99,7 +101,7 @@ pub fn decode_values(
 ) -> Result<Decoded, DecodeError> {
     match format {
         Format::Debezium => debezium::decode(key, value),
-        Format::Ogg => ogg::decode(value),
+        Format::Ogg => ogg::decode(value, &opts.ogg),
         Format::Json => json::decode(key, value, opts),
     }
 }

@@ -139,9 +139,63 @@ fn goldengate_op_modelled() {
 }
 
 #[test]
+fn goldengate_missing_columns_tokens_custom_codes_and_local_op_ts() {
+    // Flagged missing and no before image: the stored values stand.
+    let u = change(ogg("update_missing"));
+    assert_eq!(u.op, Op::Update);
+    assert_eq!(u.unchanged, vec!["CITY".to_string(), "STATE".to_string()]);
+    assert_eq!(
+        u.after,
+        Some(obj(
+            json!({"CUST_CODE": "JANE", "NAME": "JANE'S FLOWER SHOP"})
+        ))
+    );
+    assert_eq!(u.source.extra["tokens"]["R"], "AADPkvAAEAAEqL2AAA");
+    assert_eq!(u.source.extra["current_ts"], "2024-06-10T16:16:07.104002");
+
+    // A before image supplies what `after` leaves out: nothing is unchanged.
+    let mut with_before: serde_json::Value =
+        serde_json::from_slice(&fixture("ogg/update_missing.value.json").unwrap()).unwrap();
+    with_before["before"] =
+        json!({"CUST_CODE": "JANE", "NAME": "JANE'S", "CITY": "DENVER", "STATE": "CO"});
+    let u = change(decode(
+        Format::Ogg,
+        None,
+        Some(with_before.to_string().as_bytes()),
+        &DecodeOptions::default(),
+    ));
+    assert!(u.unchanged.is_empty());
+    assert_eq!(u.after.unwrap()["CITY"], "DENVER");
+
+    // The handler's own op-type keys and local time.
+    let value = fixture("ogg/insert_custom_codes.value.json").unwrap();
+    let e = decode(Format::Ogg, None, Some(&value), &DecodeOptions::default()).unwrap_err();
+    assert!(e.0.contains("unknown GoldenGate op_type `INSERT`"), "{e}");
+    assert!(e.0.contains("ogg.op_types"), "{e}");
+    let options = crate::config::OggOptions {
+        op_types: crate::config::OpTypes {
+            insert: "INSERT".into(),
+            update: "UPDATE".into(),
+            delete: "DELETE".into(),
+            truncate: "TRUNCATE".into(),
+        },
+        op_ts_zone: "America/Los_Angeles".into(),
+    };
+    let opts = DecodeOptions {
+        ogg: ogg::Settings::of(Some(&options)),
+        ..DecodeOptions::default()
+    };
+    let i = change(decode(Format::Ogg, None, Some(&value), &opts));
+    assert_eq!(i.op, Op::Create);
+    // 09:15:42 in Los Angeles in June is 16:15:42 UTC.
+    assert_eq!(i.source.ts_ms, Some(1718036142000));
+}
+
+#[test]
 fn plain_json_rows_and_deletes() {
     let opts = DecodeOptions {
         key_fields: vec!["id".into()],
+        ..DecodeOptions::default()
     };
     let c = change(decode(
         Format::Json,
@@ -212,7 +266,7 @@ fn undecodable_messages_say_why() {
             Format::Ogg,
             None,
             Some(br#"{"table":"A.B","op_type":"Z"}"#),
-            "unknown GoldenGate op_type `Z`",
+            "unknown GoldenGate op_type `Z` (this pipeline reads I insert, U update, D delete, T truncate: `ogg.op_types`)",
         ),
         (
             Format::Ogg,

@@ -468,3 +468,72 @@ async fn status_shows_applied_positions_lag_and_dead_letters() {
         "{table}"
     );
 }
+
+/// A Debezium topic without the inline schema feeding typed `l0_upsert`
+/// columns: `check` warns per column, naming the line and the setting.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_warns_when_schemaless_debezium_feeds_columns_it_cannot_cast() {
+    let kafka = Kafka::new(&[("pgserver.public.customer", 1)]);
+    let fixture = |name: &str| {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/debezium")
+                .join(name),
+        )
+        .unwrap()
+    };
+    let dir = temp_dir("check-schemaless");
+    let path = write(
+        &dir,
+        "pipelines.yaml",
+        &format!(
+            "kafka:\n  brokers: {}\npipelines:\n  customer:\n    topic: pgserver.public.customer\n    chain: [l0.copy_customer]\n\
+             procedures:\n  l0.copy_customer:\n    template: l0_upsert\n    vars:\n      table: l0.customer\n      columns: {{id: int, name: text, balance: 'numeric(12,2)', born: date}}\n      key: [id]\n",
+            kafka.brokers
+        ),
+    );
+    let check = || pgchain(&["check", "--no-db", "-c", path.to_str().unwrap()]);
+
+    // An empty topic says nothing.
+    let out = check();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("warning"), "{}", stdout(&out));
+
+    // The newest message has no inline schema (schemas.enable=false).
+    let plain = fixture("pg_update_plain.value.json");
+    kafka
+        .produce(vec![record(
+            "pgserver.public.customer",
+            Some(r#"{"id":1001}"#),
+            Some(&plain),
+        )])
+        .await;
+    let out = check();
+    let printed = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{printed}");
+    let at = format!(
+        "{}:12: warning: pipeline `customer`: topic `pgserver.public.customer` carries Debezium JSON without its inline schema, so column",
+        path.display()
+    );
+    assert!(
+        printed.contains(&format!("{at} `balance` (numeric(12,2)) of l0.copy_customer would get base64 bytes (or a {{scale, value}} struct) and its cast would fail; set `decimal.handling.mode=string` on the connector, or keep the converter's `schemas.enable=true`")),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("{at} `born` (date)")),
+        "{printed}"
+    );
+    assert!(!printed.contains("`name`"), "{printed}");
+
+    // With the inline schema, nothing to warn about.
+    let wrapped = fixture("pg_create_envelope.value.json");
+    kafka
+        .produce(vec![record(
+            "pgserver.public.customer",
+            Some(r#"{"id":1001}"#),
+            Some(&wrapped),
+        )])
+        .await;
+    let out = check();
+    assert!(!stdout(&out).contains("warning"), "{}", stdout(&out));
+}

@@ -458,7 +458,68 @@ async fn check_kafka(config: &Config, timeout: std::time::Duration) -> anyhow::R
             )),
         }
     }
+    for line in schemaless_warnings(config).await? {
+        println!("{line}");
+    }
     Ok(problems)
+}
+
+/// Debezium topics whose newest message comes without the inline schema,
+/// feeding an `l0_upsert`/`sink_upsert` column whose cast would fail on
+/// Debezium's raw encoding: one warning per column, naming the fix.
+async fn schemaless_warnings(config: &Config) -> anyhow::Result<Vec<String>> {
+    use pgchain::decode::debezium::{has_inline_schema, schemaless_trouble};
+    let mut out = Vec::new();
+    for (name, p) in &config.pipelines {
+        if p.format != pgchain::config::Format::Debezium {
+            continue;
+        }
+        // (procedure, column, type, what arrives, the fix)
+        let mut typed = Vec::new();
+        for step in &p.chain {
+            let Some(spec) = config.procedures.get(step) else {
+                continue;
+            };
+            if !matches!(spec.template.as_str(), "l0_upsert" | "sink_upsert") {
+                continue;
+            }
+            let Some(columns) = spec.vars.get("columns").and_then(|c| c.as_mapping()) else {
+                continue;
+            };
+            for (c, t) in columns {
+                if let (Some(c), Some(t)) = (c.as_str(), t.as_str())
+                    && let Some((arrives, fix)) = schemaless_trouble(t)
+                {
+                    typed.push((step.clone(), c.to_string(), t.to_string(), arrives, fix));
+                }
+            }
+        }
+        if typed.is_empty() {
+            continue;
+        }
+        for topic in p.all_topics() {
+            let (cluster, t) = (config.cluster(), topic.to_string());
+            let newest = tokio::task::spawn_blocking(move || {
+                pgchain::kafka::probe::newest_value(&cluster, &t, std::time::Duration::from_secs(5))
+            })
+            .await?;
+            let Some(value) = newest else { continue };
+            if has_inline_schema(&value) {
+                continue;
+            }
+            for (step, column, ty, arrives, fix) in &typed {
+                let fix = match fix {
+                    Some(f) => format!("set `{f}` on the connector, or "),
+                    None => String::new(),
+                };
+                out.push(format!(
+                    "{}warning: pipeline `{name}`: topic `{topic}` carries Debezium JSON without its inline schema, so column `{column}` ({ty}) of {step} would get {arrives} and its cast would fail; {fix}keep the converter's `schemas.enable=true` (pgchain decodes the types from it)",
+                    config.at(&["procedures", step, "vars", "columns"])
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn render(config: &std::path::Path, check: bool) -> anyhow::Result<ExitCode> {

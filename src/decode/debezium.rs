@@ -116,3 +116,41 @@ fn source(payload: &Map<String, Value>) -> Source {
         extra: Default::default(),
     }
 }
+
+/// True when a Debezium JSON value carries its inline schema (the
+/// JsonConverter's `schemas.enable=true`, its default).
+pub fn has_inline_schema(value: &[u8]) -> bool {
+    matches!(
+        serde_json::from_slice::<Value>(value),
+        Ok(Value::Object(m)) if m.contains_key("schema") && m.contains_key("payload")
+    )
+}
+
+/// What Debezium sends, without the inline schema, for a column of
+/// PostgreSQL type `sql_type` under its default settings when a cast of it
+/// fails; and what fixes it besides the inline schema (`schemas.enable=true`,
+/// which pgchain decodes), if anything.
+pub fn schemaless_trouble(sql_type: &str) -> Option<(&'static str, Option<&'static str>)> {
+    let t = sql_type.trim().to_lowercase();
+    let base = t.split('(').next().unwrap_or("").trim();
+    match base {
+        "numeric" | "decimal" => Some((
+            "base64 bytes (or a {scale, value} struct)",
+            Some("decimal.handling.mode=string"),
+        )),
+        "date" => Some((
+            "days since 1970-01-01",
+            Some("time.precision.mode=isostring"),
+        )),
+        "time" | "time without time zone" => Some((
+            "micro- or milliseconds since midnight",
+            Some("time.precision.mode=isostring"),
+        )),
+        "timestamp" | "timestamp without time zone" => Some((
+            "micro- or milliseconds since the epoch",
+            Some("time.precision.mode=isostring"),
+        )),
+        "bytea" => Some(("base64 text", None)),
+        _ => None,
+    }
+}

@@ -130,3 +130,48 @@ pub fn reach(cluster: &Cluster, topics: &[String], timeout: Duration) -> Result<
         topics: out,
     })
 }
+
+/// The value of the newest message of `topic` (as written in the config),
+/// looked for in every partition within `timeout`; `None` when the topic is
+/// empty, missing or does not answer in time.
+pub fn newest_value(cluster: &Cluster, topic: &str, timeout: Duration) -> Option<Vec<u8>> {
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+    let mut cc = ClientConfig::new();
+    for (k, v) in &cluster.options {
+        cc.set(k, v);
+    }
+    cc.set("bootstrap.servers", &cluster.brokers)
+        .set("group.id", "pgchain-check")
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = cc.create().ok()?;
+    let wire = cluster.prefix.wire(topic);
+    let md = consumer.fetch_metadata(Some(&wire), timeout).ok()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics().first()?.partitions() {
+        let (low, high) = consumer.fetch_watermarks(&wire, p.id(), timeout).ok()?;
+        if high > low {
+            tpl.add_partition_offset(&wire, p.id(), Offset::Offset(high - 1))
+                .ok()?;
+        }
+    }
+    if tpl.count() == 0 {
+        return None;
+    }
+    consumer.assign(&tpl).ok()?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut newest: Option<(i64, Vec<u8>)> = None;
+    let mut seen = 0;
+    while seen < tpl.count() && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            seen += 1;
+            let ts = m.timestamp().to_millis().unwrap_or(0);
+            if let Some(v) = m.payload()
+                && newest.as_ref().is_none_or(|(t, _)| ts >= *t)
+            {
+                newest = Some((ts, v.to_vec()));
+            }
+        }
+    }
+    newest.map(|(_, v)| v)
+}

@@ -3,7 +3,8 @@
 //!
 //! - [`config`]: `pipelines.yaml`, validated with file:line errors.
 //! - [`decode`]: Debezium, GoldenGate and plain JSON into [`event::ChangeEvent`].
-//! - [`route`]: which pipeline's chain runs for a message.
+//! - [`route`]: which pipeline's chain runs for a message; [`registry`]:
+//!   the schemas of Avro and JSON Schema messages, from a schema registry.
 //! - [`chain`]: one chain run = one `CALL pgchain.apply_event` transaction;
 //!   error classes, retries, and the one backoff of every retry loop.
 //! - [`kafka`]: the Kafka side: the consumer's context (reports rebalances),
@@ -37,6 +38,7 @@ pub mod init;
 pub mod kafka;
 pub mod ops;
 pub mod recovery;
+pub mod registry;
 pub mod render;
 pub mod route;
 #[cfg(feature = "tools")]

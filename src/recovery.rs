@@ -160,6 +160,10 @@ impl Redriver {
             key: row.key.as_deref(),
             value: row.value.as_deref(),
         };
+        self.router
+            .fetch_schemas(&msg)
+            .await
+            .map_err(Replay::Chain)?;
         let (steps, ev) = match self.router.route(&msg).map_err(Replay::Route)? {
             Routed::Event(ev, route) => (route.steps.clone(), serde_json::to_value(&ev)),
             // A tombstone the pipeline now skips: nothing to run.

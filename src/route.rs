@@ -63,6 +63,8 @@ pub enum RouteError {
 
 pub struct Router {
     topics: HashMap<String, TopicRoutes>,
+    /// `schema_registry:`, for messages in its wire format.
+    registry: Option<crate::registry::Registry>,
 }
 
 impl Router {
@@ -92,7 +94,73 @@ impl Router {
                 entry.routes.push(route.clone());
             }
         }
-        Router { topics }
+        Router {
+            topics,
+            registry: config
+                .schema_registry
+                .as_ref()
+                .map(crate::registry::Registry::new),
+        }
+    }
+
+    /// True when messages may name schemas to fetch first.
+    pub fn has_registry(&self) -> bool {
+        self.registry.is_some()
+    }
+
+    /// Fetches the schemas `msg` names that are not known yet (call before
+    /// [`Router::route`]); a transient error when the registry does not
+    /// answer. Without `schema_registry:` there is nothing to fetch.
+    pub async fn fetch_schemas(&self, msg: &Message<'_>) -> Result<(), crate::chain::ChainError> {
+        let Some(registry) = &self.registry else {
+            return Ok(());
+        };
+        for bytes in [msg.key, msg.value].into_iter().flatten() {
+            if let Some(id) = crate::registry::wire_id(bytes) {
+                registry.resolve(id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes a message: JSON text as it is; Confluent-framed bytes (Avro,
+    /// JSON Schema) through the registry's schemas into JSON values first.
+    fn decode(&self, topic: &TopicRoutes, msg: &Message<'_>) -> Result<Decoded, RouteError> {
+        let framed = |b: Option<&[u8]>| b.and_then(crate::registry::wire_id);
+        if framed(msg.key).is_none() && framed(msg.value).is_none() {
+            return decode::decode(topic.format, msg.key, msg.value, &topic.opts)
+                .map_err(|e| RouteError::Undecodable(e.0));
+        }
+        let json = |bytes: &[u8], what: &str| -> Result<Value, RouteError> {
+            match (crate::registry::wire_id(bytes), &self.registry) {
+                (None, _) => {
+                    decode::parse_json(bytes, what).map_err(|e| RouteError::Undecodable(e.0))
+                }
+                (Some(id), Some(registry)) => registry
+                    .json_of(id, bytes, what)
+                    .map_err(RouteError::Undecodable),
+                (Some(id), None) => Err(RouteError::Undecodable(format!(
+                    "{what} is in a schema registry's wire format (schema id {id}); \
+                     set `schema_registry:` in the config to decode it"
+                ))),
+            }
+        };
+        let value = msg
+            .value
+            .map(|v| json(v, "the message value"))
+            .transpose()?;
+        // Only the formats that read the key decode it.
+        let reads_key = match topic.format {
+            Format::Debezium => true,
+            Format::Ogg => false,
+            Format::Json => value.is_none(),
+        };
+        let key = match msg.key {
+            Some(k) if reads_key => Some(json(k, "the message key")?),
+            _ => None,
+        };
+        decode::decode_values(topic.format, key, value, &topic.opts)
+            .map_err(|e| RouteError::Undecodable(e.0))
     }
 
     /// The pipeline of a topic that only one pipeline reads (to name it on a
@@ -111,8 +179,7 @@ impl Router {
                 msg.topic
             )));
         };
-        let decoded = decode::decode(topic.format, msg.key, msg.value, &topic.opts)
-            .map_err(|e| RouteError::Undecodable(e.0))?;
+        let decoded = self.decode(topic, msg)?;
         let coords = KafkaCoords {
             topic: msg.topic.to_string(),
             partition: msg.partition,

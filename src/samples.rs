@@ -2,6 +2,8 @@
 //! examples would send them: the demo, the benchmarks and the tests use them.
 //! Behind the `tools` feature (on by default); a service build can leave it out.
 
+pub mod avro;
+
 use crate::kafka::Record;
 use serde_json::{Value, json};
 

@@ -8,12 +8,14 @@ mod failure;
 mod lines;
 mod monitoring;
 mod provider;
+mod registry;
 
 pub use failure::{ClassRetry, DeadLetters, Dur, Retries, parse_duration};
 pub use monitoring::{Alerts, Monitoring};
 
 pub use lines::LineIndex;
 pub use provider::{Provided, Provider};
+pub use registry::SchemaRegistry;
 
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -40,6 +42,10 @@ pub struct Config {
     /// Procedures rendered from templates by `pgchain render`.
     #[serde(default)]
     pub procedures: IndexMap<String, ProcedureSpec>,
+    /// A Confluent schema registry: messages in its wire format (Avro,
+    /// JSON Schema) are decoded with the schema it holds.
+    #[serde(default)]
+    pub schema_registry: Option<SchemaRegistry>,
     /// The file this came from, for messages.
     #[serde(skip)]
     pub path: PathBuf,
@@ -809,6 +815,11 @@ impl Config {
         }
         if self.pipelines.is_empty() {
             problems.add(&["pipelines"], "no pipelines are declared".into());
+        }
+        if let Some(registry) = &self.schema_registry {
+            for (key, msg) in registry.problems() {
+                problems.add(&["schema_registry", key], msg);
+            }
         }
         let dl = &self.dead_letters;
         if dl.topic.trim().is_empty() {

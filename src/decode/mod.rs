@@ -5,6 +5,7 @@
 //! JSON rows with configured key columns. Decoders see only the message bytes;
 //! the Kafka coordinates and pipeline name are filled in by the caller.
 
+pub mod avro;
 pub mod debezium;
 mod json;
 pub mod logical;

@@ -296,6 +296,11 @@ impl PartitionWorker {
                 key: msg.key(),
                 value: msg.payload(),
             };
+            // Schemas the message names come first: a registry that does
+            // not answer holds the partition, as a database outage does.
+            if self.shared.router.has_registry() && !self.fetch_schemas(&view).await {
+                return false;
+            }
             match self.shared.router.route(&view) {
                 Ok(Routed::Event(ev, route)) => items.push(Item::Run(ev, route, i)),
                 Ok(Routed::Skip { pipeline, reason }) => items.push(Item::Skip {
@@ -331,6 +336,34 @@ impl PartitionWorker {
             self.advance_past(*offset).await;
         }
         true
+    }
+
+    /// Fetches the schemas `msg` names, retrying while the registry does
+    /// not answer (the partition paused meanwhile); false when stopped.
+    async fn fetch_schemas(&self, msg: &RouteMessage<'_>) -> bool {
+        let paused = self.pause_on_transient();
+        let fetched = chain::retrying(
+            &transient_only(&self.shared.retries_default),
+            &self.stop,
+            |e, n| paused.retried(e, n),
+            || self.shared.router.fetch_schemas(msg),
+        )
+        .await;
+        paused.resume();
+        match fetched {
+            Ok(()) => true,
+            Err(Failure::Interrupted) => false,
+            // Only transient errors come from fetching, and they are retried
+            // until stopped.
+            Err(Failure::GaveUp { error, .. }) => {
+                warn!(
+                    topic = self.topic,
+                    partition = self.partition,
+                    "schema registry: {error}"
+                );
+                false
+            }
+        }
     }
 
     async fn advance_past(&self, offset: i64) {

@@ -1,0 +1,217 @@
+use super::*;
+use crate::samples::avro::{self as samples, Account, Change, Encoder};
+use serde_json::json;
+
+fn schema() -> AvroSchema {
+    AvroSchema::parse(samples::VALUE_SCHEMA).unwrap()
+}
+
+fn decode_change(change: &Change) -> Value {
+    let bytes = Encoder::new().value(7, change);
+    assert_eq!(crate::registry::wire_id(&bytes), Some(7));
+    schema().decode(&bytes[5..]).unwrap()
+}
+
+#[test]
+fn every_column_type_of_the_debezium_postgresql_schema_comes_out_as_exact_text() {
+    let rows = samples::accounts(3);
+    let v = decode_change(&Change {
+        op: "c",
+        before: None,
+        after: Some(rows[0].clone()),
+        ts_ms: 1_709_287_200_000,
+        lsn: 24_023_128,
+    });
+    assert_eq!(
+        v["after"],
+        json!({
+            "id": 1,
+            "balance": "1234.57",
+            "rate": "3.14159265358979323846",
+            "born": "1990-05-17",
+            "wake": "06:30:15.123456",
+            "seen": "2024-02-29T23:59:59.999999",
+            "at": "2024-03-01T10:00:00.5Z",
+            "ref": "6f1c8d5e-0b7a-4c1e-9d2f-000000000001",
+            "doc": serde_json::from_str::<Value>(r#"{"tags": ["a", "b"], "n": 12345678901234567890.5, "id": 1}"#).unwrap(),
+            "photo": "\\xdeadbeef0001",
+            "note": "héllo \"world\" 1"
+        })
+    );
+    // The big number in the JSON column stays exact.
+    assert_eq!(v["after"]["doc"]["n"].to_string(), "12345678901234567890.5");
+    assert_eq!(v["before"], Value::Null);
+    assert_eq!(v["op"], "c");
+    assert_eq!(v["source"]["table"], "account");
+    assert_eq!(v["source"]["lsn"], 24_023_128);
+    assert_eq!(v["source"]["snapshot"], "false");
+    assert_eq!(v["transaction"], Value::Null);
+}
+
+#[test]
+fn negatives_pre_epoch_values_midnight_empty_values_and_nulls() {
+    let rows = samples::accounts(3);
+    let v = decode_change(&Change {
+        op: "u",
+        before: Some(rows[2].clone()),
+        after: Some(rows[1].clone()),
+        ts_ms: 1,
+        lsn: 2,
+    });
+    assert_eq!(
+        v["after"],
+        json!({
+            "id": 2, "balance": "-0.05", "rate": "-0.001", "born": "1969-12-31",
+            "wake": "00:00:00", "seen": "1969-12-31T23:59:59.999999", "at": null,
+            "ref": null, "doc": [], "photo": "\\x", "note": ""
+        })
+    );
+    assert_eq!(
+        v["before"],
+        json!({
+            "id": 3, "balance": null, "rate": null, "born": null, "wake": null,
+            "seen": null, "at": null, "ref": null, "doc": null, "photo": null, "note": null
+        })
+    );
+}
+
+/// Avro's own logical types (not Connect's names): what other producers
+/// write.
+#[test]
+fn avro_logical_types() {
+    let text = r#"{"type": "record", "name": "r", "fields": [
+        {"name": "d", "type": {"type": "bytes", "logicalType": "decimal", "precision": 9, "scale": 3}},
+        {"name": "f", "type": {"type": "fixed", "name": "f5", "size": 5, "logicalType": "decimal", "precision": 10, "scale": 1}},
+        {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+        {"name": "tm", "type": {"type": "int", "logicalType": "time-millis"}},
+        {"name": "tu", "type": {"type": "long", "logicalType": "time-micros"}},
+        {"name": "sm", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "su", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+        {"name": "lm", "type": {"type": "long", "logicalType": "local-timestamp-millis"}},
+        {"name": "lu", "type": {"type": "long", "logicalType": "local-timestamp-micros"}},
+        {"name": "id", "type": {"type": "string", "logicalType": "uuid"}},
+        {"name": "b", "type": "bytes"},
+        {"name": "x", "type": "double"},
+        {"name": "y", "type": "float"},
+        {"name": "e", "type": {"type": "enum", "name": "color", "symbols": ["red", "green"]}},
+        {"name": "m", "type": {"type": "map", "values": ["null", "long"]}},
+        {"name": "a", "type": {"type": "array", "items": "f5"}}
+    ]}"#;
+    let schema = apache_avro::Schema::parse_str(text).unwrap();
+    let dec = |b: Vec<u8>| Avro::Decimal(apache_avro::Decimal::from(b));
+    let datum = Avro::Record(vec![
+        ("d".into(), dec(samples::twos_complement(-123_456_789))),
+        ("f".into(), dec(vec![0xff, 0xff, 0xff, 0xff, 0xfe])),
+        ("day".into(), Avro::Date(19_000)),
+        ("tm".into(), Avro::TimeMillis(45_296_789)),
+        ("tu".into(), Avro::TimeMicros(45_296_789_012)),
+        ("sm".into(), Avro::TimestampMillis(1_529_507_596_945)),
+        ("su".into(), Avro::TimestampMicros(1_529_507_596_945_104)),
+        ("lm".into(), Avro::LocalTimestampMillis(0)),
+        ("lu".into(), Avro::LocalTimestampMicros(-1)),
+        (
+            "id".into(),
+            Avro::Uuid("a1a2a3a4-b1b2-c1c2-d1d2-d3d4d5d6d7d8".parse().unwrap()),
+        ),
+        ("b".into(), Avro::Bytes(vec![1, 2, 255])),
+        ("x".into(), Avro::Double(0.1)),
+        ("y".into(), Avro::Float(f32::NAN)),
+        ("e".into(), Avro::Enum(1, "green".into())),
+        (
+            "m".into(),
+            Avro::Map([("k".to_string(), Avro::Union(1, Box::new(Avro::Long(5))))].into()),
+        ),
+        ("a".into(), Avro::Array(vec![dec(vec![0, 0, 0, 0, 15])])),
+    ]);
+    let bytes = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
+        .build()
+        .unwrap()
+        .write_value_to_vec(datum)
+        .unwrap();
+    let v = AvroSchema::parse(text).unwrap().decode(&bytes).unwrap();
+    assert_eq!(
+        v,
+        json!({
+            "d": "-123456.789", "f": "-0.2", "day": "2022-01-08", "tm": "12:34:56.789000",
+            "tu": "12:34:56.789012", "sm": "2018-06-20T15:13:16.945000",
+            "su": "2018-06-20T15:13:16.945104", "lm": "1970-01-01T00:00:00",
+            "lu": "1969-12-31T23:59:59.999999", "id": "a1a2a3a4-b1b2-c1c2-d1d2-d3d4d5d6d7d8",
+            "b": "\\x0102ff", "x": 0.1, "y": "NaN", "e": "green", "m": {"k": 5}, "a": ["1.5"]
+        })
+    );
+    assert_eq!(v["x"].to_string(), "0.1");
+}
+
+#[test]
+fn bytes_that_do_not_match_the_schema_are_refused_with_where() {
+    let s = schema();
+    let good = Encoder::new().value(
+        1,
+        &Change {
+            op: "c",
+            before: None,
+            after: Some(samples::accounts(1)[0].clone()),
+            ts_ms: 1,
+            lsn: 1,
+        },
+    );
+    // Cut short.
+    assert!(s.decode(&good[5..good.len() - 3]).is_err());
+    // Trailing bytes: written with another schema.
+    let mut longer = good[5..].to_vec();
+    longer.extend([2, 4]);
+    assert_eq!(
+        s.decode(&longer).unwrap_err(),
+        "2 bytes are left after the datum (written with another schema?)"
+    );
+    // A JSON column whose text is not JSON names the column.
+    let bad = Account {
+        id: 9,
+        doc: Some("{not json".into()),
+        ..Account::default()
+    };
+    let bytes = Encoder::new().value(
+        1,
+        &Change {
+            op: "c",
+            before: None,
+            after: Some(bad),
+            ts_ms: 1,
+            lsn: 1,
+        },
+    );
+    let e = s.decode(&bytes[5..]).unwrap_err();
+    assert!(
+        e.starts_with("`after.doc`: io.debezium.data.Json is not JSON"),
+        "{e}"
+    );
+    // A date out of range names the column too.
+    let far = Account {
+        id: 9,
+        born: Some(i32::MAX),
+        ..Account::default()
+    };
+    let bytes = Encoder::new().value(
+        1,
+        &Change {
+            op: "c",
+            before: None,
+            after: Some(far),
+            ts_ms: 1,
+            lsn: 1,
+        },
+    );
+    let e = s.decode(&bytes[5..]).unwrap_err();
+    assert!(
+        e.starts_with("`after.born`: 2147483647 is out of range"),
+        "{e}"
+    );
+}
+
+#[test]
+fn key_schema() {
+    let key = Encoder::new().key(3, 42);
+    assert_eq!(&key[..5], &[0, 0, 0, 0, 3]);
+    let s = AvroSchema::parse(samples::KEY_SCHEMA).unwrap();
+    assert_eq!(s.decode(&key[5..]).unwrap(), json!({"id": 42}));
+}

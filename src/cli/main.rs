@@ -504,7 +504,8 @@ async fn schemaless_warnings(config: &Config) -> anyhow::Result<Vec<String>> {
             })
             .await?;
             let Some(value) = newest else { continue };
-            if has_inline_schema(&value) {
+            // Avro and JSON Schema from a schema registry carry their types.
+            if has_inline_schema(&value) || pgchain::registry::wire_id(&value).is_some() {
                 continue;
             }
             for (step, column, ty, arrives, fix) in &typed {

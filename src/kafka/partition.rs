@@ -339,31 +339,36 @@ impl PartitionWorker {
     }
 
     /// Fetches the schemas `msg` names, retrying while the registry does
-    /// not answer (the partition paused meanwhile); false when stopped.
+    /// not answer (the partition paused, with the transient backoff; the
+    /// database coming back does not hurry it); false when stopped.
     async fn fetch_schemas(&self, msg: &RouteMessage<'_>) -> bool {
+        let policy = self.shared.retries_default.transient;
+        let mut backoff = chain::Backoff::new(policy.backoff.0, policy.max_backoff.0);
         let paused = self.pause_on_transient();
-        let fetched = chain::retrying(
-            &transient_only(&self.shared.retries_default),
-            &self.stop,
-            |e, n| paused.retried(e, n),
-            || self.shared.router.fetch_schemas(msg),
-        )
-        .await;
-        paused.resume();
-        match fetched {
-            Ok(()) => true,
-            Err(Failure::Interrupted) => false,
-            // Only transient errors come from fetching, and they are retried
-            // until stopped.
-            Err(Failure::GaveUp { error, .. }) => {
-                warn!(
-                    topic = self.topic,
-                    partition = self.partition,
-                    "schema registry: {error}"
-                );
-                false
+        let mut attempt = 0u32;
+        let fetched = loop {
+            let error = match self.shared.router.fetch_schemas(msg).await {
+                Ok(()) => break true,
+                Err(e) => e,
+            };
+            attempt += 1;
+            let delay = backoff.next_delay();
+            warn!(
+                topic = self.topic,
+                partition = self.partition,
+                offset = msg.offset,
+                attempt,
+                retry_in_ms = delay.as_millis() as u64,
+                "waiting for the schema registry: {error}"
+            );
+            paused.retried(&error, attempt);
+            tokio::select! {
+                _ = self.stop.cancelled() => break false,
+                _ = tokio::time::sleep(delay) => {}
             }
-        }
+        };
+        paused.resume();
+        fetched
     }
 
     async fn advance_past(&self, offset: i64) {

@@ -239,3 +239,136 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A registry on loopback answering every request with `status` and `body`.
+    async fn answering(status: u16, body: &'static str) -> Registry {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().fallback(move || async move {
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                [("content-type", "application/vnd.schemaregistry.v1+json")],
+                body,
+            )
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Registry::new(&Settings {
+            url: format!("http://{addr}/"),
+            username: Some("u".into()),
+            password: Some("hunter2".into()),
+        })
+    }
+
+    #[test]
+    fn the_wire_format_is_byte_zero_and_a_big_endian_id() {
+        assert_eq!(wire_id(&[0, 0, 0, 1, 2, 9]), Some(258));
+        assert_eq!(wire_id(&[0, 0, 0, 0, 7]), Some(7));
+        assert_eq!(wire_id(&[0, 0, 0, 7]), None);
+        assert_eq!(wire_id(b"{\"id\":1}"), None);
+    }
+
+    #[tokio::test]
+    async fn what_the_registry_answers_decides_the_error_class() {
+        // Not the message's fault: the partition waits.
+        for (status, body, says) in [
+            (
+                500,
+                r#"{"error_code":50001,"message":"Error in the backend data store"}"#,
+                "HTTP 500 Internal Server Error: Error in the backend data store",
+            ),
+            (
+                401,
+                r#"{"error_code":401,"message":"Unauthorized"}"#,
+                "refuses the credentials",
+            ),
+            (429, "", "HTTP 429"),
+            (
+                404,
+                r#"{"error_code":404,"message":"HTTP 404 Not Found"}"#,
+                "without error code 40403",
+            ),
+            (200, "<html>proxy</html>", "not a schema registry's answer"),
+        ] {
+            let r = answering(status, body).await;
+            let e = r.resolve(5).await.unwrap_err();
+            assert_eq!(e.class, ErrorClass::Transient, "{status}");
+            assert!(e.message.contains(says), "{status}: {}", e.message);
+            assert!(!e.message.contains("hunter2"));
+            assert!(r.needs(5));
+        }
+        // The message's fault: undecodable, the id named.
+        let r = answering(404, r#"{"error_code":40403,"message":"Schema not found"}"#).await;
+        r.resolve(5).await.unwrap();
+        assert_eq!(
+            r.json_of(5, &[0, 0, 0, 0, 5, 1], "the message value")
+                .unwrap_err(),
+            "the message value: schema id 5 is not in the schema registry (error 40403: Schema not found)"
+        );
+        assert!(r.needs(5), "a missing id is asked again next time");
+        let r = answering(
+            200,
+            r#"{"schema":"syntax = \"proto3\";","schemaType":"PROTOBUF"}"#,
+        )
+        .await;
+        r.resolve(6).await.unwrap();
+        assert_eq!(
+            r.json_of(6, &[0, 0, 0, 0, 6, 1], "the message key")
+                .unwrap_err(),
+            "the message key: schema id 6 is a PROTOBUF schema; pgchain decodes Avro and JSON Schema"
+        );
+        assert!(!r.needs(6));
+        let r = answering(200, r#"{"schema":"{\"type\":\"record\",\"name\":\"r\",\"fields\":[{\"name\":\"a\",\"type\":\"Other\"}]}","references":[{"name":"Other","subject":"other","version":1}]}"#).await;
+        r.resolve(8).await.unwrap();
+        let e = r
+            .json_of(8, &[0, 0, 0, 0, 8], "the message value")
+            .unwrap_err();
+        assert!(
+            e.contains("schema id 8 is an Avro schema pgchain cannot read"),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("(it references other schemas, which pgchain does not resolve)"),
+            "{e}"
+        );
+        // JSON Schema: the JSON after the prefix; bytes that are not JSON name the id.
+        let r = answering(
+            200,
+            r#"{"schema":"{\"type\":\"object\"}","schemaType":"JSON"}"#,
+        )
+        .await;
+        r.resolve(9).await.unwrap();
+        let mut framed = vec![0, 0, 0, 0, 9];
+        framed.extend_from_slice(br#"{"id":1}"#);
+        assert_eq!(
+            r.json_of(9, &framed, "the message value").unwrap(),
+            serde_json::json!({"id": 1})
+        );
+        let e = r
+            .json_of(9, &[0, 0, 0, 0, 9, b'{'], "the message value")
+            .unwrap_err();
+        assert!(
+            e.starts_with("the message value does not match schema id 9 (JSON Schema)"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_registry_that_refuses_connections_is_transient() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let r = Registry::new(&Settings {
+            url: format!("http://127.0.0.1:{port}"),
+            username: None,
+            password: None,
+        });
+        let e = r.resolve(1).await.unwrap_err();
+        assert_eq!(e.class, ErrorClass::Transient);
+        assert!(e.message.contains("no answer"), "{}", e.message);
+    }
+}

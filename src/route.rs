@@ -426,6 +426,21 @@ mod tests {
     }
 
     #[test]
+    fn registry_framed_bytes_without_a_registry_say_what_to_set() {
+        let r = router("  a:\n    topic: t\n    chain: [a.b]\n");
+        let framed = [0u8, 0, 0, 0, 42, 2, 4, 6];
+        assert_eq!(
+            r.route(&msg("t", Some(&framed), Some(&framed)))
+                .unwrap_err(),
+            RouteError::Undecodable(
+                "the message value is in a schema registry's wire format (schema id 42); \
+                 set `schema_registry:` in the config to decode it"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
     fn unroutable_and_keyless_messages_are_errors() {
         let r = router("  a:\n    topic: t\n    format: ogg\n    table: x.y\n    chain: [a.b]\n");
         let other = br#"{"table":"X.Z","op_type":"I","after":{"ID":1}}"#;

@@ -30,7 +30,7 @@ fn bad_files_name_file_line_and_key() {
             "unknown top-level key",
             "kafka:\n  brokers: k:9092\npipelnes: {}\n",
             &[
-                "pipelines.yaml:3: unknown field `pipelnes`, expected one of `kafka`, `postgres`, `pipelines`, `dead_letters`, `monitoring`, `alerts`, `procedures`",
+                "pipelines.yaml:3: unknown field `pipelnes`, expected one of `kafka`, `postgres`, `pipelines`, `dead_letters`, `monitoring`, `alerts`, `procedures`, `schema_registry`",
             ],
         ),
         (
@@ -48,6 +48,22 @@ fn bad_files_name_file_line_and_key() {
                 "pipelines.yaml:10: pipeline `a`: `ogg.op_types` gives code `X` to two operations",
                 "pipelines.yaml:19: pipeline `c`: `ogg:` applies to `format: ogg` only",
                 "pipelines.yaml:12: pipelines `a` and `b` read topic `t` with different `ogg:` settings; one topic is written one way",
+            ],
+        ),
+        (
+            "schema registry",
+            "kafka:\n  brokers: k:9092\npipelines:\n  p: {topic: t, chain: [a.b]}\nschema_registry:\n  url: https://key:hunter2@registry.example:8081\n  username: key\n",
+            &[
+                "pipelines.yaml:6: `schema_registry.url` holds credentials: give them as `schema_registry.username` and `password` (from `${VAR}`), so they stay out of logs",
+                "pipelines.yaml:7: `schema_registry.username` is set without `password`",
+            ],
+        ),
+        (
+            "schema registry url",
+            "kafka:\n  brokers: k:9092\npipelines:\n  p: {topic: t, chain: [a.b]}\nschema_registry: {url: 'registry:8081', password: hunter2}\n",
+            &[
+                "pipelines.yaml:5: `schema_registry.url` must be an http:// or https:// URL, not registry://",
+                "pipelines.yaml:5: `schema_registry.password` is set without `username`",
             ],
         ),
         (
@@ -287,4 +303,21 @@ fn the_static_member_id_is_off_by_default_explicit_or_from_the_host_name() {
             "pipelines.yaml:3: `kafka.instance_id` is empty".to_string()
         ])
     );
+}
+
+#[test]
+fn the_schema_registry_password_comes_from_the_environment_and_is_never_shown() {
+    let text = "kafka:\n  brokers: k:9092\npipelines:\n  p: {topic: t, chain: [a.b]}\nschema_registry:\n  url: https://registry.example:8081/\n  username: ${USER}\n  password: ${PASS}\n";
+    let env = |name: &str| match name {
+        "USER" => Some("api-key".to_string()),
+        "PASS" => Some("hunter2".to_string()),
+        _ => None,
+    };
+    let config = Config::from_text(text, Path::new("pipelines.yaml"), env).unwrap();
+    let registry = config.schema_registry.as_ref().unwrap();
+    assert_eq!(registry.username.as_deref(), Some("api-key"));
+    assert_eq!(registry.password.as_deref(), Some("hunter2"));
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("password: Some(\"***\")"), "{shown}");
 }

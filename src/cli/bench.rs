@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// union records (initial build, then single change events).
     #[arg(long)]
     pub identity: Option<i64>,
+    /// Instead: Avro through a schema registry (decoding alone against
+    /// Debezium JSON with the inline schema, then end to end).
+    #[arg(long)]
+    pub avro: bool,
     /// Change events of the --identity run.
     #[arg(long, default_value_t = 20_000)]
     pub identity_events: usize,
@@ -77,6 +81,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let url = pgchain::db::recreate_database(&args.database_url, &args.database).await?;
         pgchain::db::migrate(&url, &args.migrations).await?;
         return crate::identity_bench::run(&url, records, args.identity_events, 2).await;
+    }
+    if args.avro {
+        return crate::avro_bench::run(&args).await;
     }
     let url = pgchain::db::recreate_database(&args.database_url, &args.database).await?;
     pgchain::db::migrate(&url, &args.migrations).await?;

@@ -4,6 +4,8 @@
 
 mod args;
 #[cfg(feature = "tools")]
+mod avro_bench;
+#[cfg(feature = "tools")]
 mod bench;
 #[cfg(feature = "tools")]
 mod demo;

@@ -5,19 +5,20 @@
 //! path gives: decimals as digits, dates, times and timestamps as ISO text,
 //! bytes as `\x…` hex. No decimal ever passes through a float.
 //!
-//! `apache-avro` reads the binary datum; the schema's JSON is walked once
-//! more here because `apache-avro` keeps no attributes on primitive types,
-//! and `connect.name` sits on exactly those (`{"type": "long",
-//! "connect.name": "io.debezium.time.MicroTimestamp"}`).
+//! `apache-avro` parses and checks the schema (names, defaults, logical
+//! types); the datum is then read straight into JSON by the node list
+//! below, built from the schema's JSON, because `apache-avro` keeps no
+//! attributes on primitive types and `connect.name` sits on exactly those
+//! (`{"type": "long", "connect.name": "io.debezium.time.MicroTimestamp"}`),
+//! and because going through its own value tree costs as much again.
+//! The tests write with `apache-avro`'s writer and read with this reader.
 
 use super::logical::{self, Unit};
-use apache_avro::types::Value as Avro;
 use serde_json::{Map, Number, Value};
 use std::collections::HashMap;
 
 /// One writer schema, ready to decode datums.
 pub struct AvroSchema {
-    reader: apache_avro::reader::datum::GenericDatumReader<'static>,
     nodes: Vec<Node>,
     root: usize,
 }
@@ -30,19 +31,23 @@ impl std::fmt::Debug for AvroSchema {
     }
 }
 
-/// What a schema node turns its value into.
+/// One schema node: what its bytes are and what JSON they become.
 #[derive(Debug, Clone)]
 enum Node {
-    /// Null, boolean, float, double, enum: as they are.
-    Plain,
+    Null,
+    Boolean,
     Int(Ints),
     Long(Ints),
-    /// `bytes` or `fixed`.
+    Float,
+    Double,
     Bytes(Bytes),
+    /// `fixed` of this size.
+    Fixed(usize, Bytes),
     Str(Strs),
-    /// The field schemas in order; Debezium's `VariableScaleDecimal`
-    /// becomes one decimal.
-    Record(Vec<usize>, bool),
+    Enum(Vec<String>),
+    /// Field names and schemas in order; Debezium's `VariableScaleDecimal`
+    /// (`true`) becomes one decimal.
+    Record(Vec<(String, usize)>, bool),
     Array(usize),
     Map(usize),
     Union(Vec<usize>),
@@ -60,6 +65,10 @@ enum Ints {
 enum Bytes {
     Bytea,
     Decimal(i32),
+    /// Avro 1.12's `uuid` on a 16-byte `fixed`.
+    Uuid,
+    /// Avro's `duration`: months, days, milliseconds.
+    Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -69,22 +78,19 @@ enum Strs {
     Json,
 }
 
+/// Deeper nesting than this (a recursive schema) is refused, not followed
+/// down the stack.
+const MAX_DEPTH: usize = 128;
+
 impl AvroSchema {
     /// Parses a schema as the registry holds it (JSON text).
     pub fn parse(text: &str) -> Result<AvroSchema, String> {
         let json: Value =
             serde_json::from_str(text).map_err(|e| format!("the schema is not JSON: {e}"))?;
-        let schema = apache_avro::Schema::parse(&json).map_err(|e| e.to_string())?;
+        apache_avro::Schema::parse(&json).map_err(|e| e.to_string())?;
         let mut c = Compiler::default();
         let root = c.node(&json, None)?;
-        // Kept for the life of the process, like the cache that holds it:
-        // the reader borrows it, and a registry's ids never change meaning.
-        let schema: &'static apache_avro::Schema = Box::leak(Box::new(schema));
-        let reader = apache_avro::reader::datum::GenericDatumReader::builder(schema)
-            .build()
-            .map_err(|e| e.to_string())?;
         Ok(AvroSchema {
-            reader,
             nodes: c.nodes,
             root,
         })
@@ -92,125 +98,242 @@ impl AvroSchema {
 
     /// Decodes one datum (the bytes after the wire-format prefix).
     pub fn decode(&self, datum: &[u8]) -> Result<Value, String> {
-        let mut rest = datum;
-        let value = self
-            .reader
-            .read_value(&mut rest)
-            .map_err(|e| e.to_string())?;
-        if !rest.is_empty() {
+        let mut r = Reader { buf: datum, at: 0 };
+        let value = self.read(self.root, &mut r, 0).map_err(|b| b.to_string())?;
+        if r.at != datum.len() {
             return Err(format!(
                 "{} bytes are left after the datum (written with another schema?)",
-                rest.len()
+                datum.len() - r.at
             ));
         }
-        self.convert(self.root, value).map_err(|b| b.to_string())
+        Ok(value)
     }
 
-    fn convert(&self, at: usize, v: Avro) -> Result<Value, Bad> {
-        let node = &self.nodes[at];
-        Ok(match (node, v) {
-            (_, Avro::Null) => Value::Null,
-            (Node::Union(branches), Avro::Union(i, inner)) => {
-                let b = *branches
-                    .get(i as usize)
+    fn read(&self, at: usize, r: &mut Reader<'_>, depth: usize) -> Result<Value, Bad> {
+        if depth > MAX_DEPTH {
+            return Err(Bad::new(format!("nested deeper than {MAX_DEPTH} levels")));
+        }
+        Ok(match &self.nodes[at] {
+            Node::Null => Value::Null,
+            Node::Boolean => match r.byte()? {
+                0 => Value::Bool(false),
+                1 => Value::Bool(true),
+                b => return Err(Bad::new(format!("boolean byte {b}"))),
+            },
+            Node::Int(conv) => ints(*conv, i64::from(r.int()?))?,
+            Node::Long(conv) => ints(*conv, r.long()?)?,
+            Node::Float => {
+                let f = f32::from_le_bytes(r.take(4)?.try_into().expect("4 bytes"));
+                float(f64::from(f), f.to_string())
+            }
+            Node::Double => {
+                let f = f64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
+                float(f, f.to_string())
+            }
+            Node::Bytes(conv) => {
+                let b = r.bytes()?;
+                bytes(*conv, b)?
+            }
+            Node::Fixed(size, conv) => {
+                let b = r.take(*size)?;
+                bytes(*conv, b)?
+            }
+            Node::Str(conv) => {
+                let s = r.string()?;
+                match conv {
+                    Strs::Plain => Value::String(s.to_string()),
+                    Strs::Json => serde_json::from_str(s)
+                        .map_err(|e| Bad::new(format!("io.debezium.data.Json is not JSON: {e}")))?,
+                }
+            }
+            Node::Enum(symbols) => {
+                let i = r.long()?;
+                let s = usize::try_from(i)
+                    .ok()
+                    .and_then(|i| symbols.get(i))
+                    .ok_or_else(|| Bad::new(format!("enum index {i} is not in the schema")))?;
+                Value::String(s.clone())
+            }
+            Node::Union(branches) => {
+                let i = r.long()?;
+                let b = usize::try_from(i)
+                    .ok()
+                    .and_then(|i| branches.get(i))
                     .ok_or_else(|| Bad::new(format!("union branch {i} is not in the schema")))?;
-                return self.convert(b, *inner);
+                return self.read(*b, r, depth + 1);
             }
-            (_, Avro::Union(_, inner)) => return self.convert(at, *inner),
-            (_, Avro::Boolean(b)) => Value::Bool(b),
-            (Node::Int(conv) | Node::Long(conv), Avro::Int(n)) => ints(*conv, i64::from(n))?,
-            (Node::Int(conv) | Node::Long(conv), Avro::Long(n)) => ints(*conv, n)?,
-            (_, Avro::Int(n)) => n.into(),
-            (_, Avro::Long(n)) => n.into(),
-            (_, Avro::Float(f)) => float(f64::from(f), f.to_string()),
-            (_, Avro::Double(f)) => float(f, f.to_string()),
-            (Node::Bytes(Bytes::Decimal(scale)), Avro::Bytes(b) | Avro::Fixed(_, b)) => {
-                Value::String(logical::decimal(&b, *scale))
-            }
-            (_, Avro::Bytes(b) | Avro::Fixed(_, b)) => Value::String(logical::bytea(&b)),
-            (Node::Bytes(Bytes::Decimal(scale)), Avro::Decimal(d)) => {
-                let b = Vec::<u8>::try_from(&d).map_err(|e| Bad::new(e.to_string()))?;
-                Value::String(logical::decimal(&b, *scale))
-            }
-            (_, Avro::Decimal(_)) => return Err(Bad::new("a decimal without a scale".into())),
-            (_, Avro::BigDecimal(d)) => Value::String(d.to_string()),
-            (Node::Str(Strs::Json), Avro::String(s)) => serde_json::from_str(&s)
-                .map_err(|e| Bad::new(format!("io.debezium.data.Json is not JSON: {e}")))?,
-            (_, Avro::String(s)) => Value::String(s),
-            (_, Avro::Enum(_, s)) => Value::String(s),
-            (_, Avro::Uuid(u)) => Value::String(u.to_string()),
-            (Node::Array(item), Avro::Array(items)) => Value::Array(
-                items
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, v)| self.convert(*item, v).map_err(|b| b.at(i.to_string())))
-                    .collect::<Result<_, _>>()?,
-            ),
-            (Node::Map(values), Avro::Map(m)) => {
-                let mut out = Map::with_capacity(m.len());
-                for (k, v) in m {
-                    let v = self.convert(*values, v).map_err(|b| b.at(k.clone()))?;
-                    out.insert(k, v);
+            Node::Record(fields, variable_scale) => {
+                let mut out = Map::new();
+                for (name, node) in fields {
+                    let v = self
+                        .read(*node, r, depth + 1)
+                        .map_err(|b| b.at(name.clone()))?;
+                    out.insert(name.clone(), v);
+                }
+                if *variable_scale {
+                    return variable_scale_decimal(&out);
                 }
                 Value::Object(out)
             }
-            (Node::Record(_, true), Avro::Record(fields)) => variable_scale(fields)?,
-            (Node::Record(nodes, false), Avro::Record(fields)) => {
-                let mut out = Map::with_capacity(fields.len());
-                for ((name, v), node) in fields.into_iter().zip(nodes) {
-                    let v = self.convert(*node, v).map_err(|b| b.at(name.clone()))?;
-                    out.insert(name, v);
+            Node::Array(item) => {
+                let mut out = Vec::new();
+                while let Some(n) = r.block()? {
+                    for _ in 0..n {
+                        let v = self
+                            .read(*item, r, depth + 1)
+                            .map_err(|b| b.at(out.len().to_string()))?;
+                        out.push(v);
+                    }
+                }
+                Value::Array(out)
+            }
+            Node::Map(values) => {
+                let mut out = Map::new();
+                while let Some(n) = r.block()? {
+                    for _ in 0..n {
+                        let k = r.string()?.to_string();
+                        let v = self
+                            .read(*values, r, depth + 1)
+                            .map_err(|b| b.at(k.clone()))?;
+                        out.insert(k, v);
+                    }
                 }
                 Value::Object(out)
-            }
-            (_, Avro::Date(d)) => ints(Ints::Date, i64::from(d))?,
-            (_, Avro::TimeMillis(t)) => ints(Ints::Time(Unit::Millis), i64::from(t))?,
-            (_, Avro::TimeMicros(t)) => ints(Ints::Time(Unit::Micros), t)?,
-            (_, Avro::TimestampMillis(t) | Avro::LocalTimestampMillis(t)) => {
-                ints(Ints::Timestamp(Unit::Millis), t)?
-            }
-            (_, Avro::TimestampMicros(t) | Avro::LocalTimestampMicros(t)) => {
-                ints(Ints::Timestamp(Unit::Micros), t)?
-            }
-            (_, Avro::TimestampNanos(t) | Avro::LocalTimestampNanos(t)) => {
-                ints(Ints::Timestamp(Unit::Nanos), t)?
-            }
-            (_, Avro::Duration(d)) => {
-                let (m, days, ms) = (
-                    u32::from(d.months()),
-                    u32::from(d.days()),
-                    u32::from(d.millis()),
-                );
-                // PostgreSQL's interval input.
-                Value::String(format!("{m} months {days} days {ms} milliseconds"))
-            }
-            (_, v) => {
-                return Err(Bad::new(format!(
-                    "a value of kind {:?} where the schema has another type",
-                    std::mem::discriminant(&v)
-                )));
             }
         })
     }
 }
 
-/// Debezium's `VariableScaleDecimal`: `{scale: int, value: bytes}`.
-fn variable_scale(fields: Vec<(String, Avro)>) -> Result<Value, Bad> {
-    let mut scale = None;
-    let mut value = None;
-    for (name, v) in fields {
-        match (name.as_str(), v) {
-            ("scale", Avro::Int(s)) => scale = Some(s),
-            ("value", Avro::Bytes(b)) => value = Some(b),
-            _ => {}
+/// The datum's bytes, read front to back.
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Bad> {
+        let left = self.buf.len() - self.at;
+        if n > left {
+            return Err(Bad::new(format!(
+                "the datum ends early ({n} bytes needed at byte {}, {left} left)",
+                self.at
+            )));
         }
+        let s = &self.buf[self.at..self.at + n];
+        self.at += n;
+        Ok(s)
     }
+
+    fn byte(&mut self) -> Result<u8, Bad> {
+        Ok(self.take(1)?[0])
+    }
+
+    /// A zig-zag varint of at most 64 bits.
+    fn long(&mut self) -> Result<i64, Bad> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok((v >> 1) as i64 ^ -((v & 1) as i64));
+            }
+        }
+        Err(Bad::new("a varint longer than 64 bits".into()))
+    }
+
+    fn int(&mut self) -> Result<i32, Bad> {
+        let v = self.long()?;
+        i32::try_from(v).map_err(|_| Bad::new(format!("{v} does not fit an int")))
+    }
+
+    fn len(&mut self) -> Result<usize, Bad> {
+        let n = self.long()?;
+        usize::try_from(n).map_err(|_| Bad::new(format!("a negative length {n}")))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], Bad> {
+        let n = self.len()?;
+        self.take(n)
+    }
+
+    fn string(&mut self) -> Result<&'a str, Bad> {
+        std::str::from_utf8(self.bytes()?)
+            .map_err(|e| Bad::new(format!("a string that is not UTF-8: {e}")))
+    }
+
+    /// The item count of the next array or map block; None after the last.
+    fn block(&mut self) -> Result<Option<u64>, Bad> {
+        let n = self.long()?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if n < 0 {
+            // A negative count is followed by the block's size in bytes.
+            self.long()?;
+        }
+        let n = n.unsigned_abs();
+        // Every item takes a byte, but for empty ones (null, an empty
+        // record): a count past what is left is refused, not allocated.
+        let left = (self.buf.len() - self.at) as u64;
+        if n > left + 1024 {
+            return Err(Bad::new(format!("a block of {n} items in {left} bytes")));
+        }
+        Ok(Some(n))
+    }
+}
+
+fn bytes(conv: Bytes, b: &[u8]) -> Result<Value, Bad> {
+    Ok(Value::String(match conv {
+        Bytes::Bytea => logical::bytea(b),
+        Bytes::Decimal(scale) => logical::decimal(b, scale),
+        Bytes::Uuid if b.len() == 16 => {
+            let h = logical::bytea(b);
+            let h = &h[2..];
+            format!(
+                "{}-{}-{}-{}-{}",
+                &h[..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..]
+            )
+        }
+        Bytes::Duration if b.len() == 12 => {
+            let n = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+            // PostgreSQL's interval input.
+            format!("{} months {} days {} milliseconds", n(0), n(4), n(8))
+        }
+        Bytes::Uuid | Bytes::Duration => {
+            return Err(Bad::new(format!("a fixed of {} bytes", b.len())));
+        }
+    }))
+}
+
+/// Debezium's `VariableScaleDecimal`: `{scale: int, value: bytes}`, the
+/// bytes already read as `\x…` text.
+fn variable_scale_decimal(fields: &Map<String, Value>) -> Result<Value, Bad> {
+    let scale = fields
+        .get("scale")
+        .and_then(Value::as_i64)
+        .and_then(|s| i32::try_from(s).ok());
+    let value = fields
+        .get("value")
+        .and_then(Value::as_str)
+        .and_then(|h| h.strip_prefix("\\x"))
+        .and_then(unhex);
     match (scale, value) {
         (Some(s), Some(b)) => Ok(Value::String(logical::decimal(&b, s))),
         _ => Err(Bad::new(
             "io.debezium.data.VariableScaleDecimal without an int `scale` and bytes `value`".into(),
         )),
     }
+}
+
+fn unhex(h: &str) -> Option<Vec<u8>> {
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn ints(conv: Ints, n: i64) -> Result<Value, Bad> {
@@ -301,7 +424,10 @@ impl Compiler {
     /// A primitive type's name, or a named type defined earlier.
     fn named(&mut self, name: &str, ns: Option<&str>) -> Result<usize, String> {
         let node = match name {
-            "null" | "boolean" | "float" | "double" => Node::Plain,
+            "null" => Node::Null,
+            "boolean" => Node::Boolean,
+            "float" => Node::Float,
+            "double" => Node::Double,
             "int" => Node::Int(Ints::Plain),
             "long" => Node::Long(Ints::Plain),
             "bytes" => Node::Bytes(Bytes::Bytea),
@@ -343,13 +469,29 @@ impl Compiler {
                 Strs::Plain
             }),
             "fixed" => {
-                let n = Node::Bytes(bytes_conv(o, connect, logical));
-                let at = self.push(n);
+                let size = o
+                    .get("size")
+                    .and_then(Value::as_u64)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or("a fixed schema without `size`")?;
+                let conv = match logical {
+                    "uuid" => Bytes::Uuid,
+                    "duration" => Bytes::Duration,
+                    _ => bytes_conv(o, connect, logical),
+                };
+                let at = self.push(Node::Fixed(size, conv));
                 self.define(o, ns, at);
                 return Ok(at);
             }
             "enum" => {
-                let at = self.push(Node::Plain);
+                let symbols = o
+                    .get("symbols")
+                    .and_then(Value::as_array)
+                    .ok_or("an enum schema without `symbols`")?
+                    .iter()
+                    .map(|s| s.as_str().unwrap_or_default().to_string())
+                    .collect();
+                let at = self.push(Node::Enum(symbols));
                 self.define(o, ns, at);
                 return Ok(at);
             }
@@ -365,7 +507,7 @@ impl Compiler {
             }
             "record" | "error" => {
                 // Defined before its fields, which may name it.
-                let at = self.push(Node::Plain);
+                let at = self.push(Node::Null);
                 let own = self.define(o, ns, at);
                 let inner = own.as_deref().or(ns);
                 let fields = o
@@ -374,8 +516,12 @@ impl Compiler {
                     .ok_or("a record schema without `fields`")?;
                 let mut nodes = Vec::with_capacity(fields.len());
                 for f in fields {
+                    let name = f
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .ok_or("a record field without `name`")?;
                     let t = f.get("type").ok_or("a record field without `type`")?;
-                    nodes.push(self.node(t, inner)?);
+                    nodes.push((name.to_string(), self.node(t, inner)?));
                 }
                 self.nodes[at] =
                     Node::Record(nodes, connect == "io.debezium.data.VariableScaleDecimal");

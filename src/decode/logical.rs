@@ -8,7 +8,7 @@
 //! since 1970-01-01, times counts since midnight, timestamps counts since
 //! the epoch, all without a zone (the source's local wall-clock value).
 
-use chrono::{DateTime, NaiveDate};
+use chrono::{DateTime, Datelike, NaiveDate, Timelike};
 
 /// The exact decimal text of an unscaled big-endian two's complement
 /// integer and its scale (`[0x30, 0x39]`, 2 → `123.45`; a negative scale
@@ -88,6 +88,10 @@ fn decimal_digits(bytes: &[u8]) -> String {
 pub fn date(days: i64) -> Option<String> {
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
     let d = epoch.checked_add_signed(chrono::TimeDelta::try_days(days)?)?;
+    if (0..=9999).contains(&d.year()) {
+        // Written directly: chrono's `format` parses its pattern every call.
+        return Some(format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day()));
+    }
     Some(d.format("%Y-%m-%d").to_string())
 }
 
@@ -132,7 +136,18 @@ pub fn time(count: i64, unit: Unit) -> Option<String> {
 /// epoch.
 pub fn timestamp(count: i64, unit: Unit) -> Option<String> {
     let t = DateTime::from_timestamp_micros(unit.micros(count))?.naive_utc();
-    Some(if t.and_utc().timestamp_subsec_micros() == 0 {
+    let frac = t.and_utc().timestamp_subsec_micros();
+    if (0..=9999).contains(&t.year()) {
+        // Written directly: chrono's `format` parses its pattern every call.
+        let (y, mo, d) = (t.year(), t.month(), t.day());
+        let (h, mi, sec) = (t.hour(), t.minute(), t.second());
+        return Some(if frac == 0 {
+            format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}")
+        } else {
+            format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}.{frac:06}")
+        });
+    }
+    Some(if frac == 0 {
         t.format("%Y-%m-%dT%H:%M:%S").to_string()
     } else {
         t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
@@ -141,10 +156,12 @@ pub fn timestamp(count: i64, unit: Unit) -> Option<String> {
 
 /// `\x…`: bytes as the hex text PostgreSQL casts to `bytea`.
 pub fn bytea(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(2 + bytes.len() * 2);
     s.push_str("\\x");
     for b in bytes {
-        s.push_str(&format!("{b:02x}"));
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 0xf)] as char);
     }
     s
 }
@@ -280,6 +297,21 @@ mod tests {
                 let t = timestamp(nanos, Unit::Nanos);
                 proptest::prop_assert_eq!(t.as_deref(), Some(text.as_str()));
             }
+        }
+
+        #[test]
+        fn dates_and_timestamps_read_as_chrono_writes_them(
+            micros in proptest::num::i64::ANY,
+            days in -3_000_000i64..3_000_000,
+        ) {
+            if let Some(t) = DateTime::from_timestamp_micros(micros) {
+                let t = t.naive_utc();
+                let fmt = if t.and_utc().timestamp_subsec_micros() == 0 { "%Y-%m-%dT%H:%M:%S" } else { "%Y-%m-%dT%H:%M:%S%.6f" };
+                proptest::prop_assert_eq!(timestamp(micros, Unit::Micros), Some(t.format(fmt).to_string()));
+            }
+            let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+            let d = epoch.checked_add_signed(chrono::TimeDelta::try_days(days).unwrap());
+            proptest::prop_assert_eq!(date(days), d.map(|d| d.format("%Y-%m-%d").to_string()));
         }
 
         #[test]

@@ -1,5 +1,6 @@
 use super::*;
 use crate::samples::avro::{self as samples, Account, Change, Encoder};
+use apache_avro::types::Value as Avro;
 use serde_json::json;
 
 fn schema() -> AvroSchema {
@@ -214,4 +215,103 @@ fn key_schema() {
     assert_eq!(&key[..5], &[0, 0, 0, 0, 3]);
     let s = AvroSchema::parse(samples::KEY_SCHEMA).unwrap();
     assert_eq!(s.decode(&key[5..]).unwrap(), json!({"id": 42}));
+}
+
+#[test]
+fn blocks_with_sizes_fixed_uuids_durations_and_recursion_limits() {
+    // An array written in one block with a negative count and its size in
+    // bytes (what writers that can skip blocks do): -2 items, 2 bytes, 1, -1.
+    let s = AvroSchema::parse(r#"{"type": "array", "items": "long"}"#).unwrap();
+    assert_eq!(s.decode(&[3, 4, 2, 1, 0]).unwrap(), json!([1, -1]));
+    // A block claiming more items than bytes is refused, not allocated.
+    let e = s.decode(&[0xfe, 0xff, 0xff, 0xff, 0x0f]).unwrap_err();
+    assert!(e.starts_with("a block of "), "{e}");
+    let s = AvroSchema::parse(
+        r#"{"type": "record", "name": "r", "fields": [
+            {"name": "u", "type": {"type": "fixed", "name": "u16", "size": 16, "logicalType": "uuid"}},
+            {"name": "d", "type": {"type": "fixed", "name": "d12", "size": 12, "logicalType": "duration"}}]}"#,
+    )
+    .unwrap();
+    let mut datum: Vec<u8> = (0u8..16).collect();
+    datum.extend([1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0]);
+    assert_eq!(
+        s.decode(&datum).unwrap(),
+        json!({"u": "00010203-0405-0607-0809-0a0b0c0d0e0f", "d": "1 months 2 days 3 milliseconds"})
+    );
+    // A recursive schema nests as deep as the data says, up to a limit.
+    let s = AvroSchema::parse(
+        r#"{"type": "record", "name": "node", "fields": [
+            {"name": "v", "type": "int"}, {"name": "next", "type": ["null", "node"]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        s.decode(&[2, 2, 4, 0]).unwrap(),
+        json!({"v": 1, "next": {"v": 2, "next": null}})
+    );
+    let deep: Vec<u8> = std::iter::repeat_n([2u8, 2], 200)
+        .flatten()
+        .chain([2, 0])
+        .collect();
+    let e = s.decode(&deep).unwrap_err();
+    assert!(e.ends_with("nested deeper than 128 levels"), "{e}");
+    // Not UTF-8, a bad boolean, a union branch past the schema's.
+    let s = AvroSchema::parse(r#"["null", "string", "boolean"]"#).unwrap();
+    assert!(s.decode(&[2, 2, 0xff]).unwrap_err().contains("not UTF-8"));
+    assert_eq!(s.decode(&[4, 7]).unwrap_err(), "boolean byte 7");
+    assert_eq!(
+        s.decode(&[6]).unwrap_err(),
+        "union branch 3 is not in the schema"
+    );
+    // A schema Avro itself refuses.
+    assert!(
+        AvroSchema::parse(
+            r#"{"type": "record", "name": "r", "fields": [{"name": "a", "type": "nope"}]}"#
+        )
+        .is_err()
+    );
+}
+
+/// `v` with two digits after the point, by integer arithmetic.
+fn cents(v: i128) -> String {
+    let sign = if v < 0 { "-" } else { "" };
+    let a = v.unsigned_abs();
+    format!("{sign}{}.{:02}", a / 100, a % 100)
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_row_written_by_apache_avro_reads_back_exact(
+        balance in -(10i128.pow(12) - 1)..10i128.pow(12),
+        scale in 0i32..30,
+        unscaled in proptest::num::i128::ANY,
+        born in -700_000i32..2_900_000,
+        wake in 0i64..86_400_000_000,
+        seen in -62_135_596_800_000_000i64..253_402_300_799_999_999,
+        note in ".*",
+        photo in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+    ) {
+        let row = Account {
+            id: 1,
+            balance: Some(balance),
+            rate: Some((scale, unscaled)),
+            born: Some(born),
+            wake: Some(wake),
+            seen: Some(seen),
+            note: Some(note.clone()),
+            photo: Some(photo.clone()),
+            ..Account::default()
+        };
+        let v = decode_change(&Change { op: "r", before: None, after: Some(row), ts_ms: 1, lsn: 1 });
+        let after = &v["after"];
+        proptest::prop_assert_eq!(after["balance"].as_str().unwrap(), cents(balance));
+        proptest::prop_assert_eq!(
+            after["rate"].as_str().unwrap(),
+            logical::decimal(&samples::twos_complement(unscaled), scale)
+        );
+        proptest::prop_assert_eq!(after["born"].as_str().unwrap(), logical::date(i64::from(born)).unwrap());
+        proptest::prop_assert_eq!(after["wake"].as_str().unwrap(), logical::time(wake, Unit::Micros).unwrap());
+        proptest::prop_assert_eq!(after["seen"].as_str().unwrap(), logical::timestamp(seen, Unit::Micros).unwrap());
+        proptest::prop_assert_eq!(after["note"].as_str().unwrap(), note.as_str());
+        proptest::prop_assert_eq!(after["photo"].as_str().unwrap(), logical::bytea(&photo));
+    }
 }

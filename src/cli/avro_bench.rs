@@ -75,7 +75,7 @@ fn config(text: &str) -> anyhow::Result<Config> {
     Config::from_text(text, Path::new("bench.yaml"), |_| None).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Routes every message `rounds` times on this thread; events/s.
+/// Routes every message once on this thread; events/s.
 fn decode_rate(router: &Router, msgs: &[(Vec<u8>, Vec<u8>)]) -> anyhow::Result<f64> {
     let start = Instant::now();
     for (offset, (key, value)) in msgs.iter().enumerate() {
@@ -143,11 +143,15 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .fetch_schemas(&first)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    // Once each to warm up, then measured.
+    // Once each to warm up, then the best of three (the machine is shared
+    // with PostgreSQL and whatever else runs).
     decode_rate(&router, &json)?;
     decode_rate(&router, &avro)?;
-    let json_rate = decode_rate(&router, &json)?;
-    let avro_rate = decode_rate(&router, &avro)?;
+    let (mut json_rate, mut avro_rate) = (0f64, 0f64);
+    for _ in 0..3 {
+        json_rate = json_rate.max(decode_rate(&router, &json)?);
+        avro_rate = avro_rate.max(decode_rate(&router, &avro)?);
+    }
 
     // End to end.
     let url = pgchain::db::recreate_database(&args.database_url, &args.database).await?;
@@ -220,7 +224,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .await?
         .get(0);
 
-    println!("decode alone (route, one core):");
+    println!("decode alone (route: bytes to the event a step gets; one core, best of 3):");
     println!("  Debezium JSON, inline schema      {json_rate:>9.0} events/s");
     println!("  Debezium Avro, schema registry    {avro_rate:>9.0} events/s");
     println!("end to end, {e2e_events} events, into l0.account by l0_upsert:");
@@ -232,10 +236,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "{}",
         e2e.line(&format!("  Avro, max_batch {}", args.max_batch))
     );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     println!(
-        "  {rows} rows in l0.account; Avro decoding takes {:.1}% of the end-to-end time per event; \
-         end to end, Avro runs at {:.2}x the JSON text",
+        "  {rows} rows in l0.account; at the Avro end-to-end rate, decoding Avro takes {:.1}% of one core \
+         ({:.1}% of the machine's {cores} cores); end to end, Avro runs at {:.2}x the JSON text",
         100.0 * e2e.rate() / avro_rate,
+        100.0 * e2e.rate() / avro_rate / cores,
         e2e.rate() / text_e2e.rate()
     );
     Ok(())

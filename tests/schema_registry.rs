@@ -5,6 +5,9 @@
 //! Debezium's Avro messages of the PostgreSQL table of
 //! `tests/fixtures/avro` into a typed `l0_upsert` table.
 
+// The messages are encoded by the samples of feature `tools`.
+#![cfg(feature = "tools")]
+
 mod common;
 
 use axum::extract::{Path as UrlPath, State};

@@ -315,3 +315,23 @@ proptest::proptest! {
         proptest::prop_assert_eq!(after["photo"].as_str().unwrap(), logical::bytea(&photo));
     }
 }
+
+proptest::proptest! {
+    /// Whatever the bytes, decoding ends in a value or an error, never a
+    /// panic or an allocation the bytes do not pay for.
+    #[test]
+    fn any_bytes_decode_or_fail_cleanly(
+        bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+    ) {
+        let _ = schema().decode(&bytes);
+        let s = AvroSchema::parse(
+            r#"{"type": "record", "name": "r", "fields": [
+                {"name": "a", "type": {"type": "array", "items": ["null", "double", {"type": "map", "values": "float"}]}},
+                {"name": "u", "type": {"type": "fixed", "name": "u", "size": 16, "logicalType": "uuid"}},
+                {"name": "e", "type": {"type": "enum", "name": "e", "symbols": ["x"]}},
+                {"name": "n", "type": ["null", "r"]}]}"#,
+        )
+        .unwrap();
+        let _ = s.decode(&bytes);
+    }
+}

@@ -31,7 +31,7 @@ const PASSWORD: &str = "s3cret-registry-pass";
 #[derive(Default)]
 struct Schemas {
     /// id → (schema text, schemaType; None for Avro, which the API leaves out).
-    by_id: HashMap<u32, (String, Option<&'static str>)>,
+    by_id: Mutex<HashMap<u32, (String, Option<&'static str>)>>,
     served: Mutex<HashMap<u32, u32>>,
 }
 
@@ -50,7 +50,8 @@ async fn schema_by_id(
         )
             .into_response();
     }
-    match schemas.by_id.get(&id) {
+    let known = schemas.by_id.lock().unwrap().get(&id).cloned();
+    match known {
         Some((schema, kind)) => {
             *schemas.served.lock().unwrap().entry(id).or_default() += 1;
             let mut body = json!({"schema": schema});
@@ -152,12 +153,12 @@ fn base64(s: &str) -> String {
 fn schemas() -> Arc<Schemas> {
     let json_schema = r#"{"$schema":"http://json-schema.org/draft-07/schema#","title":"Item","type":"object","properties":{"id":{"type":"integer"},"name":{"type":"string"}},"required":["id"]}"#;
     Arc::new(Schemas {
-        by_id: HashMap::from([
+        by_id: Mutex::new(HashMap::from([
             (1, (samples::KEY_SCHEMA.to_string(), None)),
             (2, (samples::VALUE_SCHEMA.to_string(), None)),
             (3, (samples::VALUE_SCHEMA.to_string(), Some("AVRO"))),
             (10, (json_schema.to_string(), Some("JSON"))),
-        ]),
+        ])),
         served: Mutex::default(),
     })
 }
@@ -437,4 +438,29 @@ async fn an_unknown_schema_id_is_dead_lettered_once_and_json_schema_is_decoded()
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(db.i64("select count(*) from pgchain.dead_letters").await, 1);
     sigterm(child).await;
+
+    // Once the schema is registered, `pgchain dlq replay` decodes and applies it.
+    registry
+        .schemas
+        .by_id
+        .lock()
+        .unwrap()
+        .insert(99, (samples::VALUE_SCHEMA.to_string(), None));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgchain"))
+        .args(["dlq", "replay", "--all", "-c", path.to_str().unwrap()])
+        .env_remove("DATABASE_URL")
+        .env("REGISTRY_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("replayed 1;"), "{said}");
+    assert_eq!(
+        db.strings("select id::text from l0.account order by id").await,
+        ["1".to_string(), "2".to_string()]
+    );
+    assert_eq!(
+        db.strings("select status from pgchain.dead_letters").await,
+        ["replayed".to_string()]
+    );
 }

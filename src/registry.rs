@@ -210,6 +210,34 @@ impl Registry {
         Ok(known)
     }
 
+    /// Asks the registry which schema types it holds (`GET /schemas/types`):
+    /// whether the URL is a registry's and the credentials are taken.
+    pub async fn probe(&self) -> Result<Vec<String>, String> {
+        let url = format!("{}/schemas/types", self.base);
+        let mut req = self.http.get(&url);
+        if let Some((user, password)) = &self.auth {
+            req = req.basic_auth(user, Some(password));
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("no answer: {}", error_chain(&e)))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(format!(
+                "HTTP {status}: the registry refuses the credentials (`schema_registry.username` and `password`)"
+            ));
+        }
+        if !status.is_success() {
+            return Err(format!(
+                "HTTP {status} to GET {url}: is it a schema registry?"
+            ));
+        }
+        resp.json::<Vec<String>>().await.map_err(|_| {
+            format!("GET {url} did not answer a list of schema types: is it a schema registry?")
+        })
+    }
+
     /// The JSON value of Confluent-framed `bytes` (`what`: "the message
     /// value"), from the cache [`Registry::resolve`] filled.
     pub fn json_of(&self, id: u32, bytes: &[u8], what: &str) -> Result<Value, String> {

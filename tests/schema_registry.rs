@@ -89,6 +89,22 @@ impl Registry {
         let addr = listener.local_addr().unwrap();
         let app = axum::Router::new()
             .route("/schemas/ids/{id}", axum::routing::get(schema_by_id))
+            .route(
+                "/schemas/types",
+                axum::routing::get(|headers: HeaderMap| async move {
+                    let expected = format!("Basic {}", base64(&format!("{USER}:{PASSWORD}")));
+                    if headers.get("authorization").and_then(|v| v.to_str().ok())
+                        == Some(expected.as_str())
+                    {
+                        (StatusCode::OK, r#"["JSON","PROTOBUF","AVRO"]"#)
+                    } else {
+                        (
+                            StatusCode::UNAUTHORIZED,
+                            r#"{"error_code":401,"message":"Unauthorized"}"#,
+                        )
+                    }
+                }),
+            )
             .with_state(schemas.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -453,14 +469,69 @@ async fn an_unknown_schema_id_is_dead_lettered_once_and_json_schema_is_decoded()
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(said.contains("replayed 1;"), "{said}");
     assert_eq!(
-        db.strings("select id::text from l0.account order by id").await,
+        db.strings("select id::text from l0.account order by id")
+            .await,
         ["1".to_string(), "2".to_string()]
     );
     assert_eq!(
         db.strings("select status from pgchain.dead_letters").await,
         ["replayed".to_string()]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_asks_the_registry_and_never_shows_the_password() {
+    let db = TestDb::empty("avro_check").await;
+    let kafka = Kafka::new(&[(TOPIC, 1), ("items", 1)]);
+    let mut registry = Registry::start(schemas(), "127.0.0.1:0".parse().unwrap()).await;
+    let dir = temp_dir("avro-check");
+    let path = write_config(&dir, &kafka, &db, registry.addr);
+    let check = |password: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pgchain"))
+            .args([
+                "check",
+                "--no-db",
+                "--no-kafka",
+                "-c",
+                path.to_str().unwrap(),
+            ])
+            .env("REGISTRY_PASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    let out = check(PASSWORD);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(&format!(
+            "schema registry: answered at http://{} (schema types: JSON, PROTOBUF, AVRO)",
+            registry.addr
+        )),
+        "{said}"
+    );
+    let wrong = "not-the-password";
+    let out = check(wrong);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "{}:8: schema registry http://{}: HTTP 401 Unauthorized: the registry refuses the credentials",
+            path.display(),
+            registry.addr
+        )),
+        "{said}"
+    );
+    assert!(!said.contains(wrong), "{said}");
+    registry.down().await;
+    let out = check(PASSWORD);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("no answer"), "{said}");
 }

@@ -105,8 +105,8 @@ enum Command {
         #[arg(long)]
         no_check: bool,
     },
-    /// Validate pipelines.yaml, the database it names (unless --no-db) and
-    /// its Kafka brokers (unless --no-kafka).
+    /// Validate pipelines.yaml, the database it names (unless --no-db), its
+    /// Kafka brokers (unless --no-kafka) and its schema registry.
     Check {
         #[arg(short, long, default_value = "pipelines.yaml")]
         config: PathBuf,
@@ -400,6 +400,21 @@ async fn check(
     };
     if let Some(timeout) = kafka {
         problems.extend(check_kafka(&config, timeout).await?);
+    }
+    if let Some(settings) = &config.schema_registry {
+        let registry = pgchain::registry::Registry::new(settings);
+        match registry.probe().await {
+            Ok(types) => println!(
+                "schema registry: answered at {} (schema types: {})",
+                settings.url.trim(),
+                types.join(", ")
+            ),
+            Err(why) => problems.push(format!(
+                "{}schema registry {}: {why}",
+                config.at(&["schema_registry", "url"]),
+                settings.url.trim()
+            )),
+        }
     }
     for p in &problems {
         println!("{p}");

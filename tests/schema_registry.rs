@@ -529,6 +529,32 @@ async fn check_asks_the_registry_and_never_shows_the_password() {
         "{said}"
     );
     assert!(!said.contains(wrong), "{said}");
+    // An Avro topic feeding typed l0_upsert columns carries its types: no
+    // warning about Debezium JSON without the inline schema.
+    let with_l0 = format!(
+        "{}procedures:\n  l0.copy_account:\n    template: l0_upsert\n    vars:\n{}\n",
+        std::fs::read_to_string(&path).unwrap(),
+        COLUMNS
+            .lines()
+            .map(|l| format!("      {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    std::fs::write(&path, with_l0).unwrap();
+    let enc = Encoder::new();
+    kafka
+        .produce(vec![message(&enc, 2, "c", &samples::accounts(1)[0], 1)])
+        .await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgchain"))
+        .args(["check", "--no-db", "-c", path.to_str().unwrap()])
+        .env("REGISTRY_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("kafka: 1 broker(s) answered"), "{said}");
+    assert!(!said.contains("warning"), "{said}");
+
     registry.down().await;
     let out = check(PASSWORD);
     let said = String::from_utf8_lossy(&out.stdout).to_string();

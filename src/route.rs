@@ -40,6 +40,8 @@ pub struct Message<'a> {
     pub timestamp: Option<i64>,
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
+    /// The Kafka headers, in order; a `None` value is a null header.
+    pub headers: &'a [(&'a str, Option<&'a [u8]>)],
 }
 
 #[derive(Debug)]
@@ -85,6 +87,7 @@ impl Router {
                         format: p.format,
                         opts: DecodeOptions {
                             key_fields: p.key.clone(),
+                            unavailable_placeholder: p.unavailable_placeholder.clone(),
                         },
                         routes: Vec::new(),
                     });
@@ -110,8 +113,10 @@ impl Router {
                 msg.topic
             )));
         };
-        let decoded = decode::decode(topic.format, msg.key, msg.value, &topic.opts)
-            .map_err(|e| RouteError::Undecodable(e.0))?;
+        let headers = decode::headers_json(msg.headers);
+        let decoded =
+            decode::decode_with_headers(topic.format, msg.key, msg.value, &headers, &topic.opts)
+                .map_err(|e| RouteError::Undecodable(e.0))?;
         let coords = KafkaCoords {
             topic: msg.topic.to_string(),
             partition: msg.partition,
@@ -121,9 +126,11 @@ impl Router {
         let change = match decoded {
             Decoded::Change(c) => c,
             Decoded::Tombstone { key } => {
-                return tombstone(&topic.routes, key, coords, "tombstone");
+                return tombstone(&topic.routes, key, coords, headers, "tombstone");
             }
-            Decoded::NullValue { key } => return tombstone(&topic.routes, key, coords, NULL_VALUE),
+            Decoded::NullValue { key } => {
+                return tombstone(&topic.routes, key, coords, headers, NULL_VALUE);
+            }
         };
         let route = pick(
             &topic.routes,
@@ -156,7 +163,7 @@ impl Router {
             kafka: coords,
             pipeline: route.pipeline.clone(),
             unchanged: change.unchanged,
-            headers: Map::new(),
+            headers,
         };
         Ok(Routed::Event(Box::new(event), route.clone()))
     }
@@ -167,6 +174,7 @@ fn tombstone(
     routes: &[Arc<Route>],
     key: Map<String, Value>,
     kafka: KafkaCoords,
+    headers: Map<String, Value>,
     reason: &'static str,
 ) -> Result<Routed, RouteError> {
     let delivered = matches!(routes, [r] if r.tombstones == Tombstones::Deliver);
@@ -196,7 +204,7 @@ fn tombstone(
                 kafka,
                 pipeline,
                 unchanged: Vec::new(),
-                headers: Map::new(),
+                headers,
             };
             Routed::Event(Box::new(ev), route.clone())
         }
@@ -287,6 +295,7 @@ mod tests {
             timestamp: Some(5),
             key,
             value,
+            headers: &[],
         }
     }
 

@@ -181,6 +181,7 @@ proptest! {
             timestamp: Some(1),
             key: key.as_deref(),
             value: value.as_deref(),
+            headers: &[],
         };
         match router().route(&msg) {
             Ok(Routed::Event(ev, route)) => {
@@ -216,6 +217,7 @@ fn every_seed_routes_as_its_fixture_says() {
             timestamp: None,
             key: key.as_deref(),
             value: value.as_deref(),
+            headers: &[],
         };
         match r.route(&msg) {
             Ok(Routed::Event(..)) => events += 1,

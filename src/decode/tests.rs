@@ -142,6 +142,7 @@ fn goldengate_op_modelled() {
 fn plain_json_rows_and_deletes() {
     let opts = DecodeOptions {
         key_fields: vec!["id".into()],
+        ..Default::default()
     };
     let c = change(decode(
         Format::Json,

@@ -154,9 +154,20 @@ pub fn decode_values(
     value: Option<Value>,
     opts: &DecodeOptions,
 ) -> Result<Decoded, DecodeError> {
+    decode_values_with_headers(format, key, value, &Map::new(), opts)
+}
+
+/// [`decode_values`] of a message with headers (see [`headers_json`]).
+pub fn decode_values_with_headers(
+    format: Format,
+    key: Option<Value>,
+    value: Option<Value>,
+    headers: &Map<String, Value>,
+    opts: &DecodeOptions,
+) -> Result<Decoded, DecodeError> {
     match format {
         Format::Debezium => debezium::decode(key, value, opts),
-        Format::DebeziumFlat => flat::decode(key, value, &Map::new(), opts),
+        Format::DebeziumFlat => flat::decode(key, value, headers, opts),
         Format::Ogg => ogg::decode(value),
         Format::Json => json::decode(key, value, opts),
     }

@@ -293,3 +293,45 @@ async fn flattened_debezium_creates_updates_deletes_and_tombstones() {
         ["c 2 object", "u 2 object", "d 2 99.99 null", "d 2 null"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_dead_letter_keeps_its_headers() {
+    let db = TestDb::empty("dbz_replay").await;
+    let kafka = Kafka::new(&[(ENVELOPE, 1), (FLAT, 1), (FLAT_HEADERS, 1)]);
+    let dir = project("dbz-replay");
+    // The customers pipeline fails until t.open has a row.
+    let yaml = std::fs::read_to_string(dir.join("pipelines.yaml")).unwrap();
+    std::fs::write(
+        dir.join("pipelines.yaml"),
+        yaml.replace("    chain: [t.record]\n", "    chain: [t.gate, t.record]\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sql/migrations/V2__gate.sql"),
+        "create table t.open (ok boolean);\n\
+         create procedure t.gate(inout ev jsonb) language plpgsql as $$\n\
+         begin if not exists (select from t.open) then raise exception 'closed'; end if; end $$;\n",
+    )
+    .unwrap();
+    pgchain(&dir, &["render"], &db, &kafka);
+    pgchain(&dir, &["migrate"], &db, &kafka);
+    kafka
+        .produce(vec![message(
+            FLAT_HEADERS,
+            "flat_plain",
+            &[("__op", b"u"), ("__table", b"customers")],
+        )])
+        .await;
+    let out = pgchain(&dir, &["run", "--until-drained"], &db, &kafka);
+    assert!(out.contains("dead-lettered"), "{out}");
+    assert_eq!(db.i64("select count(*) from t.seen").await, 0);
+    db.exec("insert into t.open values (true)").await;
+    pgchain(&dir, &["dlq", "replay", "--all"], &db, &kafka);
+    assert_eq!(
+        db.strings(
+            "select concat_ws(' ', ev->>'op', ev->'source'->>'table', ev->'headers'->>'__op') from t.seen"
+        )
+        .await,
+        ["u customers u"]
+    );
+}

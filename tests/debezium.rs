@@ -39,13 +39,15 @@ fn message(topic: &str, name: &str, headers: &[(&str, &[u8])]) -> Record {
     }
 }
 
+/// A project of the three pipelines; a short session timeout, so that a
+/// second run takes the partitions without waiting long for the first.
 fn project(label: &str) -> std::path::PathBuf {
     let dir = temp_dir(label);
     std::fs::create_dir_all(dir.join("sql/migrations")).unwrap();
     std::fs::write(
         dir.join("pipelines.yaml"),
         format!(
-            "kafka:\n  brokers: ${{KAFKA_BROKERS}}\n  group_id: dbz\npostgres:\n  url: ${{DATABASE_URL}}\n\
+            "kafka:\n  brokers: ${{KAFKA_BROKERS}}\n  group_id: dbz\n  options:\n    session.timeout.ms: 6000\npostgres:\n  url: ${{DATABASE_URL}}\n\
              pipelines:\n\
              \x20 payment:\n    topic: {ENVELOPE}\n    format: debezium\n    chain: [l0.copy_payment, t.record]\n\
              \x20 flat_payment:\n    topic: {FLAT}\n    format: debezium-flat\n    tombstones: deliver\n    chain: [l0.copy_flat_payment, t.record]\n\

@@ -40,6 +40,8 @@ pub struct Message<'a> {
     pub timestamp: Option<i64>,
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
+    /// The Kafka headers, in order; a `None` value is a null header.
+    pub headers: &'a [(&'a str, Option<&'a [u8]>)],
 }
 
 #[derive(Debug)]
@@ -86,6 +88,7 @@ impl Router {
                         opts: DecodeOptions {
                             key_fields: p.key.clone(),
                             ogg: decode::ogg::Settings::of(p.ogg.as_ref()),
+                            unavailable_placeholder: p.unavailable_placeholder.clone(),
                         },
                         routes: Vec::new(),
                     });
@@ -111,8 +114,10 @@ impl Router {
                 msg.topic
             )));
         };
-        let decoded = decode::decode(topic.format, msg.key, msg.value, &topic.opts)
-            .map_err(|e| RouteError::Undecodable(e.0))?;
+        let headers = decode::headers_json(msg.headers);
+        let decoded =
+            decode::decode_with_headers(topic.format, msg.key, msg.value, &headers, &topic.opts)
+                .map_err(|e| RouteError::Undecodable(e.0))?;
         let coords = KafkaCoords {
             topic: msg.topic.to_string(),
             partition: msg.partition,
@@ -122,9 +127,11 @@ impl Router {
         let change = match decoded {
             Decoded::Change(c) => c,
             Decoded::Tombstone { key } => {
-                return tombstone(&topic.routes, key, coords, "tombstone");
+                return tombstone(&topic.routes, key, coords, headers, "tombstone");
             }
-            Decoded::NullValue { key } => return tombstone(&topic.routes, key, coords, NULL_VALUE),
+            Decoded::NullValue { key } => {
+                return tombstone(&topic.routes, key, coords, headers, NULL_VALUE);
+            }
         };
         let route = pick(
             &topic.routes,
@@ -157,7 +164,7 @@ impl Router {
             kafka: coords,
             pipeline: route.pipeline.clone(),
             unchanged: change.unchanged,
-            headers: Map::new(),
+            headers,
         };
         Ok(Routed::Event(Box::new(event), route.clone()))
     }
@@ -168,6 +175,7 @@ fn tombstone(
     routes: &[Arc<Route>],
     key: Map<String, Value>,
     kafka: KafkaCoords,
+    headers: Map<String, Value>,
     reason: &'static str,
 ) -> Result<Routed, RouteError> {
     let delivered = matches!(routes, [r] if r.tombstones == Tombstones::Deliver);
@@ -197,7 +205,7 @@ fn tombstone(
                 kafka,
                 pipeline,
                 unchanged: Vec::new(),
-                headers: Map::new(),
+                headers,
             };
             Routed::Event(Box::new(ev), route.clone())
         }
@@ -288,6 +296,7 @@ mod tests {
             timestamp: Some(5),
             key,
             value,
+            headers: &[],
         }
     }
 

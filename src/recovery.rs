@@ -152,6 +152,11 @@ impl Redriver {
 
     /// Runs one row through its chain; the status `pgchain.replay` reports.
     async fn replay(&self, row: &Candidate, resolution: &str) -> Result<String, Replay> {
+        let headers: Vec<(&str, Option<&[u8]>)> = row
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect();
         let msg = RouteMessage {
             topic: &row.topic,
             partition: row.partition,
@@ -159,6 +164,7 @@ impl Redriver {
             timestamp: row.timestamp,
             key: row.key.as_deref(),
             value: row.value.as_deref(),
+            headers: &headers,
         };
         self.router
             .fetch_schemas(&msg)

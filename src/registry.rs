@@ -240,7 +240,14 @@ impl Registry {
 
     /// The JSON value of Confluent-framed `bytes` (`what`: "the message
     /// value"), from the cache [`Registry::resolve`] filled.
-    pub fn json_of(&self, id: u32, bytes: &[u8], what: &str) -> Result<Value, String> {
+    /// `unavailable`: the placeholders of values Debezium does not have.
+    pub fn json_of(
+        &self,
+        id: u32,
+        bytes: &[u8],
+        what: &str,
+        unavailable: &[&str],
+    ) -> Result<Value, String> {
         let payload = &bytes[5..];
         match self.cached(id).as_deref() {
             None => Err(format!(
@@ -250,7 +257,7 @@ impl Registry {
             Some(Known::Json) => serde_json::from_slice(payload)
                 .map_err(|e| format!("{what} does not match schema id {id} (JSON Schema): {e}")),
             Some(Known::Avro(schema)) => schema
-                .decode(payload)
+                .decode_marking(payload, unavailable)
                 .map_err(|e| format!("{what} does not match schema id {id} (Avro): {e}")),
         }
     }
@@ -332,7 +339,7 @@ mod tests {
         let r = answering(404, r#"{"error_code":40403,"message":"Schema not found"}"#).await;
         r.resolve(5).await.unwrap();
         assert_eq!(
-            r.json_of(5, &[0, 0, 0, 0, 5, 1], "the message value")
+            r.json_of(5, &[0, 0, 0, 0, 5, 1], "the message value", &[])
                 .unwrap_err(),
             "the message value: schema id 5 is not in the schema registry (error 40403: Schema not found)"
         );
@@ -344,7 +351,7 @@ mod tests {
         .await;
         r.resolve(6).await.unwrap();
         assert_eq!(
-            r.json_of(6, &[0, 0, 0, 0, 6, 1], "the message key")
+            r.json_of(6, &[0, 0, 0, 0, 6, 1], "the message key", &[])
                 .unwrap_err(),
             "the message key: schema id 6 is a PROTOBUF schema; pgchain decodes Avro and JSON Schema"
         );
@@ -352,7 +359,7 @@ mod tests {
         let r = answering(200, r#"{"schema":"{\"type\":\"record\",\"name\":\"r\",\"fields\":[{\"name\":\"a\",\"type\":\"Other\"}]}","references":[{"name":"Other","subject":"other","version":1}]}"#).await;
         r.resolve(8).await.unwrap();
         let e = r
-            .json_of(8, &[0, 0, 0, 0, 8], "the message value")
+            .json_of(8, &[0, 0, 0, 0, 8], "the message value", &[])
             .unwrap_err();
         assert!(
             e.contains("schema id 8 is an Avro schema pgchain cannot read"),
@@ -372,11 +379,11 @@ mod tests {
         let mut framed = vec![0, 0, 0, 0, 9];
         framed.extend_from_slice(br#"{"id":1}"#);
         assert_eq!(
-            r.json_of(9, &framed, "the message value").unwrap(),
+            r.json_of(9, &framed, "the message value", &[]).unwrap(),
             serde_json::json!({"id": 1})
         );
         let e = r
-            .json_of(9, &[0, 0, 0, 0, 9, b'{'], "the message value")
+            .json_of(9, &[0, 0, 0, 0, 9, b'{'], "the message value", &[])
             .unwrap_err();
         assert!(
             e.starts_with("the message value does not match schema id 9 (JSON Schema)"),

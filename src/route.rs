@@ -40,6 +40,8 @@ pub struct Message<'a> {
     pub timestamp: Option<i64>,
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
+    /// The Kafka headers, in order; a `None` value is a null header.
+    pub headers: &'a [(&'a str, Option<&'a [u8]>)],
 }
 
 #[derive(Debug)]
@@ -88,6 +90,7 @@ impl Router {
                         opts: DecodeOptions {
                             key_fields: p.key.clone(),
                             ogg: decode::ogg::Settings::of(p.ogg.as_ref()),
+                            unavailable_placeholder: p.unavailable_placeholder.clone(),
                         },
                         routes: Vec::new(),
                     });
@@ -125,19 +128,33 @@ impl Router {
 
     /// Decodes a message: JSON text as it is; Confluent-framed bytes (Avro,
     /// JSON Schema) through the registry's schemas into JSON values first.
-    fn decode(&self, topic: &TopicRoutes, msg: &Message<'_>) -> Result<Decoded, RouteError> {
+    fn decode(
+        &self,
+        topic: &TopicRoutes,
+        msg: &Message<'_>,
+        headers: &Map<String, Value>,
+    ) -> Result<Decoded, RouteError> {
         let framed = |b: Option<&[u8]>| b.and_then(crate::registry::wire_id);
         if framed(msg.key).is_none() && framed(msg.value).is_none() {
-            return decode::decode(topic.format, msg.key, msg.value, &topic.opts)
-                .map_err(|e| RouteError::Undecodable(e.0));
+            return decode::decode_with_headers(
+                topic.format,
+                msg.key,
+                msg.value,
+                headers,
+                &topic.opts,
+            )
+            .map_err(|e| RouteError::Undecodable(e.0));
         }
+        let unavailable: Vec<&str> = std::iter::once(decode::debezium::UNAVAILABLE)
+            .chain(topic.opts.unavailable_placeholder.as_deref())
+            .collect();
         let json = |bytes: &[u8], what: &str| -> Result<Value, RouteError> {
             match (crate::registry::wire_id(bytes), &self.registry) {
                 (None, _) => {
                     decode::parse_json(bytes, what).map_err(|e| RouteError::Undecodable(e.0))
                 }
                 (Some(id), Some(registry)) => registry
-                    .json_of(id, bytes, what)
+                    .json_of(id, bytes, what, &unavailable)
                     .map_err(RouteError::Undecodable),
                 (Some(id), None) => Err(RouteError::Undecodable(format!(
                     "{what} is in a schema registry's wire format (schema id {id}); \
@@ -151,7 +168,7 @@ impl Router {
             .transpose()?;
         // Only the formats that read the key decode it.
         let reads_key = match topic.format {
-            Format::Debezium => true,
+            Format::Debezium | Format::DebeziumFlat => true,
             Format::Ogg => false,
             Format::Json => value.is_none(),
         };
@@ -159,7 +176,7 @@ impl Router {
             Some(k) if reads_key => Some(json(k, "the message key")?),
             _ => None,
         };
-        decode::decode_values(topic.format, key, value, &topic.opts)
+        decode::decode_values_with_headers(topic.format, key, value, headers, &topic.opts)
             .map_err(|e| RouteError::Undecodable(e.0))
     }
 
@@ -179,7 +196,8 @@ impl Router {
                 msg.topic
             )));
         };
-        let decoded = self.decode(topic, msg)?;
+        let headers = decode::headers_json(msg.headers);
+        let decoded = self.decode(topic, msg, &headers)?;
         let coords = KafkaCoords {
             topic: msg.topic.to_string(),
             partition: msg.partition,
@@ -189,9 +207,11 @@ impl Router {
         let change = match decoded {
             Decoded::Change(c) => c,
             Decoded::Tombstone { key } => {
-                return tombstone(&topic.routes, key, coords, "tombstone");
+                return tombstone(&topic.routes, key, coords, headers, "tombstone");
             }
-            Decoded::NullValue { key } => return tombstone(&topic.routes, key, coords, NULL_VALUE),
+            Decoded::NullValue { key } => {
+                return tombstone(&topic.routes, key, coords, headers, NULL_VALUE);
+            }
         };
         let route = pick(
             &topic.routes,
@@ -224,7 +244,7 @@ impl Router {
             kafka: coords,
             pipeline: route.pipeline.clone(),
             unchanged: change.unchanged,
-            headers: Map::new(),
+            headers,
         };
         Ok(Routed::Event(Box::new(event), route.clone()))
     }
@@ -235,6 +255,7 @@ fn tombstone(
     routes: &[Arc<Route>],
     key: Map<String, Value>,
     kafka: KafkaCoords,
+    headers: Map<String, Value>,
     reason: &'static str,
 ) -> Result<Routed, RouteError> {
     let delivered = matches!(routes, [r] if r.tombstones == Tombstones::Deliver);
@@ -264,7 +285,7 @@ fn tombstone(
                 kafka,
                 pipeline,
                 unchanged: Vec::new(),
-                headers: Map::new(),
+                headers,
             };
             Routed::Event(Box::new(ev), route.clone())
         }
@@ -355,6 +376,7 @@ mod tests {
             timestamp: Some(5),
             key,
             value,
+            headers: &[],
         }
     }
 

@@ -497,6 +497,17 @@ pub async fn repair_records(
             (Format::Debezium, true) => {
                 Some(serde_json::json!({"op": "d", "before": row, "after": null, "source": src}))
             }
+            (Format::DebeziumFlat, d) => {
+                // As the flattening transform writes it with add.fields and
+                // delete.handling.mode=rewrite.
+                let mut flat = row.clone();
+                flat.insert("__op".into(), (if d { "d" } else { "r" }).into());
+                flat.insert("__schema".into(), schema.clone().into());
+                flat.insert("__table".into(), table.clone().into());
+                flat.insert("__source_ts_ms".into(), ts_ms.into());
+                flat.insert("__deleted".into(), d.to_string().into());
+                Some(serde_json::Value::Object(flat))
+            }
             (Format::Json, false) => Some(serde_json::Value::Object(row.clone())),
             (Format::Json, true) => None,
             (Format::Ogg, d) => {

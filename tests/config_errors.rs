@@ -23,7 +23,7 @@ fn bad_files_name_file_line_and_key() {
             "unknown key",
             "kafka:\n  brokers: k:9092\npipelines:\n  p:\n    topic: t\n    chian: [a.b]\n",
             &[
-                "pipelines.yaml:6: pipelines.p: unknown field `chian`, expected one of `topic`, `topics`, `format`, `table`, `key`, `system`, `tombstones`, `chain`, `retries`, `ogg`",
+                "pipelines.yaml:6: pipelines.p: unknown field `chian`, expected one of `topic`, `topics`, `format`, `table`, `key`, `system`, `tombstones`, `unavailable_placeholder`, `chain`, `retries`, `ogg`",
             ],
         ),
         (
@@ -37,7 +37,16 @@ fn bad_files_name_file_line_and_key() {
             "unknown format",
             "kafka:\n  brokers: k:9092\npipelines:\n  p:\n    topic: t\n    format: avro\n    chain: [a.b]\n",
             &[
-                "pipelines.yaml:6: pipelines.p.format: unknown variant `avro`, expected one of `debezium`, `ogg`, `json`",
+                "pipelines.yaml:6: pipelines.p.format: unknown variant `avro`, expected one of `debezium`, `debezium-flat`, `ogg`, `json`",
+            ],
+        ),
+        (
+            "unavailable placeholders",
+            "kafka:\n  brokers: k:9092\npipelines:\n  a:\n    topic: t\n    format: debezium-flat\n    unavailable_placeholder: '<toasted>'\n    table: x\n    chain: [a.b]\n  b:\n    topic: t\n    format: debezium-flat\n    table: y\n    chain: [a.b]\n  c:\n    topic: o\n    format: ogg\n    unavailable_placeholder: ''\n    chain: [a.b]\n",
+            &[
+                "pipelines.yaml:10: topic `t` has unavailable_placeholder `<toasted>` in pipeline `a` and unset in `b`; pipelines sharing a topic need the same",
+                "pipelines.yaml:18: pipeline `c`: `unavailable_placeholder` applies to formats debezium and debezium-flat only",
+                "pipelines.yaml:18: pipeline `c`: `unavailable_placeholder` is empty",
             ],
         ),
         (

@@ -289,6 +289,7 @@ async fn the_ledger_skips_an_offset_it_already_applied() {
         timestamp: None,
         key: Some(br#"{"id":1}"#),
         value: Some(value.as_bytes()),
+        headers: &[],
     };
     let pgchain::route::Routed::Event(ev, route) = router.route(&msg).unwrap() else {
         panic!("routed")

@@ -37,9 +37,25 @@ fn seeds() -> Vec<Seed> {
         "oracle_create_envelope",
         "oracle_update_plain",
         "oracle_delete_plain",
+        "pg_types_create",
+        "pg_types_update_toast",
+        "pg_types_update_text",
     ] {
         out.push((
             "dbz",
+            fixture(&format!("debezium/{name}.key.json")),
+            fixture(&format!("debezium/{name}.value.json")),
+        ));
+    }
+    for name in [
+        "flat_create",
+        "flat_update",
+        "flat_delete_rewrite",
+        "flat_tombstone",
+        "flat_plain",
+    ] {
+        out.push((
+            "flat",
             fixture(&format!("debezium/{name}.key.json")),
             fixture(&format!("debezium/{name}.value.json")),
         ));
@@ -62,6 +78,7 @@ fn seeds() -> Vec<Seed> {
 fn router() -> Router {
     let yaml = "kafka:\n  brokers: k\npipelines:\n\
                 \x20 dbz:\n    topic: dbz\n    tombstones: deliver\n    chain: [a.b]\n\
+                \x20 flat:\n    topic: flat\n    format: debezium-flat\n    key: [id]\n    tombstones: deliver\n    chain: [a.b]\n\
                 \x20 ogg:\n    topic: ogg\n    format: ogg\n    chain: [a.b]\n\
                 \x20 rows:\n    topic: rows\n    format: json\n    key: [id]\n    chain: [a.b]\n";
     Router::new(&Config::from_text(yaml, Path::new("fuzz.yaml"), |_| None).expect("config"))
@@ -181,6 +198,7 @@ proptest! {
             timestamp: Some(1),
             key: key.as_deref(),
             value: value.as_deref(),
+            headers: &[],
         };
         match router().route(&msg) {
             Ok(Routed::Event(ev, route)) => {
@@ -216,6 +234,7 @@ fn every_seed_routes_as_its_fixture_says() {
             timestamp: None,
             key: key.as_deref(),
             value: value.as_deref(),
+            headers: &[],
         };
         match r.route(&msg) {
             Ok(Routed::Event(..)) => events += 1,

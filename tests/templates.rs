@@ -505,3 +505,141 @@ async fn sink_upsert_writes_a_users_table_without_extra_columns() {
         0
     );
 }
+
+/// `ev` with the columns the source did not send listed in `unchanged`.
+fn with_unchanged(mut ev: Value, unchanged: &[&str]) -> Value {
+    ev["unchanged"] = json!(unchanged);
+    ev
+}
+
+/// The procedure's table as `id bio doc-type doc tags` lines.
+const TEXT_AND_JSON: &str = "select concat_ws(' | ', id, coalesce(bio, '-'), jsonb_typeof(doc), doc::text, tags::text) from l0.article order by id";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn l0_upsert_keeps_unchanged_columns_and_reads_json_as_json() {
+    let db = TestDb::new("l0_unchanged").await;
+    install(
+        &db,
+        "l0.copy_article",
+        "l0_upsert",
+        "table: l0.article\ncolumns: {id: bigint, title: text, bio: text, doc: jsonb, tags: json}\nkey: [id]\nfields: {bio: BIO}",
+    )
+    .await;
+    let p = "l0.copy_article";
+    let row = |title: &str, bio: Option<&str>| {
+        let mut after =
+            json!({"id": 1, "title": title, "doc": "just text", "tags": {"a": [1, 2.50]}});
+        if let Some(bio) = bio {
+            after["BIO"] = json!(bio);
+        }
+        after
+    };
+    call(
+        &db,
+        p,
+        ev(
+            "c",
+            json!({"id": 1}),
+            Some(row("t1", Some("long text"))),
+            100,
+        ),
+    )
+    .await
+    .unwrap();
+    // A JSON string scalar stays a JSON string; an object stays an object.
+    assert_eq!(
+        db.strings(TEXT_AND_JSON).await,
+        [r#"1 | long text | string | "just text" | {"a": [1, 2.5]}"#]
+    );
+    // An update that did not send `BIO` (listed under its event name) keeps it.
+    let update = with_unchanged(
+        ev("u", json!({"id": 1}), Some(row("t2", None)), 200),
+        &["BIO"],
+    );
+    call(&db, p, update).await.unwrap();
+    assert_eq!(
+        db.strings("select concat_ws(' ', title, bio) from l0.article")
+            .await,
+        ["t2 long text"]
+    );
+    // A later real value replaces it.
+    call(
+        &db,
+        p,
+        ev("u", json!({"id": 1}), Some(row("t3", Some("short"))), 300),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        db.strings("select concat_ws(' ', title, bio) from l0.article")
+            .await,
+        ["t3 short"]
+    );
+    // An insert without the value: null. JSON null: SQL null.
+    let insert = with_unchanged(
+        ev(
+            "c",
+            json!({"id": 2}),
+            Some(json!({"id": 2, "title": "x", "doc": null, "tags": null})),
+            300,
+        ),
+        &["BIO"],
+    );
+    call(&db, p, insert).await.unwrap();
+    assert_eq!(
+        db.strings("select concat_ws(' ', id, bio is null, doc is null, tags is null) from l0.article where id = 2").await,
+        ["2 t t t"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sink_upsert_keeps_unchanged_columns_and_reads_json_as_json() {
+    let db = TestDb::new("sink_unchanged").await;
+    install(
+        &db,
+        "crm.sink_note",
+        "sink_upsert",
+        "table: crm.note\ncolumns: {note_id: text, body: text, meta: jsonb}\nkey: [note_id]\nfields: {body: BODY}",
+    )
+    .await;
+    let p = "crm.sink_note";
+    let after = |body: Option<&str>| {
+        let mut a = json!({"note_id": "N1", "meta": "a string"});
+        if let Some(b) = body {
+            a["BODY"] = json!(b);
+        }
+        a
+    };
+    call(
+        &db,
+        p,
+        ev(
+            "c",
+            json!({"note_id": "N1"}),
+            Some(after(Some("first"))),
+            100,
+        ),
+    )
+    .await
+    .unwrap();
+    let update = with_unchanged(
+        ev("u", json!({"note_id": "N1"}), Some(after(None)), 200),
+        &["BODY"],
+    );
+    call(&db, p, update).await.unwrap();
+    let row = "select concat_ws(' ', note_id, body, jsonb_typeof(meta), meta::text) from crm.note";
+    assert_eq!(db.strings(row).await, [r#"N1 first string "a string""#]);
+    call(
+        &db,
+        p,
+        ev(
+            "u",
+            json!({"note_id": "N1"}),
+            Some(after(Some("second"))),
+            300,
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(db.strings(row).await, [r#"N1 second string "a string""#]);
+}

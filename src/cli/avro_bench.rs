@@ -86,6 +86,7 @@ fn decode_rate(router: &Router, msgs: &[(Vec<u8>, Vec<u8>)]) -> anyhow::Result<f
             timestamp: None,
             key: Some(key),
             value: Some(value),
+            headers: &[],
         };
         router
             .route(&msg)
@@ -138,6 +139,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         timestamp: None,
         key: Some(&avro[0].0),
         value: Some(&avro[0].1),
+        headers: &[],
     };
     router
         .fetch_schemas(&first)

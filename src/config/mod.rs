@@ -311,8 +311,18 @@ fn default_max_batch() -> usize {
 pub enum Format {
     #[default]
     Debezium,
+    /// Debezium rows flattened by the ExtractNewRecordState transform.
+    #[serde(rename = "debezium-flat")]
+    DebeziumFlat,
     Ogg,
     Json,
+}
+
+impl Format {
+    /// Debezium's own envelope or its flattened rows.
+    pub fn is_debezium(self) -> bool {
+        matches!(self, Format::Debezium | Format::DebeziumFlat)
+    }
 }
 
 /// What to do with a Kafka tombstone (null value after a delete).
@@ -347,6 +357,10 @@ pub struct Pipeline {
     pub system: Option<String>,
     #[serde(default)]
     pub tombstones: Tombstones,
+    /// The Debezium connector's `unavailable.value.placeholder`, when it is
+    /// not the default `__debezium_unavailable_value` (always recognised).
+    #[serde(default)]
+    pub unavailable_placeholder: Option<String>,
     pub chain: Vec<String>,
     /// Retries per error class before an event is parked or dead-lettered.
     #[serde(default)]
@@ -934,6 +948,18 @@ impl Config {
         if p.format == Format::Json && p.table.is_some() {
             problems.add(&at("table"), format!("pipeline `{name}`: format `json` carries no table name, so `table:` cannot filter it"));
         }
+        if p.unavailable_placeholder.is_some() && !p.format.is_debezium() {
+            problems.add(
+                &at("unavailable_placeholder"),
+                format!("pipeline `{name}`: `unavailable_placeholder` applies to formats debezium and debezium-flat only"),
+            );
+        }
+        if p.unavailable_placeholder.as_deref() == Some("") {
+            problems.add(
+                &at("unavailable_placeholder"),
+                format!("pipeline `{name}`: `unavailable_placeholder` is empty"),
+            );
+        }
         if matches!(&p.table, Some(t) if t.trim().is_empty()) {
             problems.add(&at("table"), format!("pipeline `{name}`: `table` is empty"));
         }
@@ -994,6 +1020,23 @@ impl Config {
                     routes.formats.insert(topic, (p.format, name));
                 }
             }
+            // The decoder of a topic is one for all its pipelines.
+            match routes.placeholders.get(topic) {
+                Some((ph, other)) if *ph != p.unavailable_placeholder.as_deref() => problems.add(
+                    &["pipelines", name, "unavailable_placeholder"],
+                    format!(
+                        "topic `{topic}` has unavailable_placeholder {} in pipeline `{other}` and {} in `{name}`; pipelines sharing a topic need the same",
+                        shown(*ph),
+                        shown(p.unavailable_placeholder.as_deref())
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    routes
+                        .placeholders
+                        .insert(topic, (p.unavailable_placeholder.as_deref(), name));
+                }
+            }
         }
     }
 
@@ -1011,7 +1054,7 @@ impl Config {
                 continue;
             }
             let at = self.at(&["pipelines", name, "tombstones"]);
-            if p.format != Format::Debezium {
+            if !p.format.is_debezium() {
                 problems.push(format!(
                     "{at}pipeline `{name}`: `tombstones: deliver` applies to Debezium topics only"
                 ));
@@ -1071,6 +1114,14 @@ impl Problems<'_> {
 struct Routes<'c> {
     by_filter: HashMap<(String, String), &'c str>,
     formats: HashMap<&'c str, (Format, &'c str)>,
+    placeholders: HashMap<&'c str, (Option<&'c str>, &'c str)>,
+}
+
+fn shown(placeholder: Option<&str>) -> String {
+    match placeholder {
+        Some(p) => format!("`{p}`"),
+        None => "unset".into(),
+    }
 }
 
 const IDENT_RULE: &str = "lower-case letters, digits and `_`, each part at most 63 bytes";

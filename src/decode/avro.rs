@@ -98,7 +98,18 @@ impl AvroSchema {
 
     /// Decodes one datum (the bytes after the wire-format prefix).
     pub fn decode(&self, datum: &[u8]) -> Result<Value, String> {
-        let mut r = Reader { buf: datum, at: 0 };
+        self.decode_marking(datum, &[super::debezium::UNAVAILABLE])
+    }
+
+    /// [`AvroSchema::decode`], a `bytes` value that is one of `unavailable`
+    /// (Debezium's placeholder of a value it does not have, in a `bytea`
+    /// column) given as that text, so the decoders see it as in JSON.
+    pub fn decode_marking(&self, datum: &[u8], unavailable: &[&str]) -> Result<Value, String> {
+        let mut r = Reader {
+            buf: datum,
+            at: 0,
+            unavailable,
+        };
         let value = self.read(self.root, &mut r, 0).map_err(|b| b.to_string())?;
         if r.at != datum.len() {
             return Err(format!(
@@ -132,7 +143,10 @@ impl AvroSchema {
             }
             Node::Bytes(conv) => {
                 let b = r.bytes()?;
-                bytes(*conv, b)?
+                match r.unavailable.iter().find(|p| p.as_bytes() == b) {
+                    Some(p) if matches!(conv, Bytes::Bytea) => Value::String(p.to_string()),
+                    _ => bytes(*conv, b)?,
+                }
             }
             Node::Fixed(size, conv) => {
                 let b = r.take(*size)?;
@@ -208,6 +222,7 @@ impl AvroSchema {
 struct Reader<'a> {
     buf: &'a [u8],
     at: usize,
+    unavailable: &'a [&'a str],
 }
 
 impl<'a> Reader<'a> {

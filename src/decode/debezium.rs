@@ -1,22 +1,33 @@
 //! Debezium JSON (JsonConverter), with or without `schemas.enable`.
 
-use super::{Change, DecodeError, Decoded, err, kind, object_or_null, scalar_text};
+use super::{
+    Change, DecodeError, DecodeOptions, Decoded, connect, err, kind, object_or_null, scalar_text,
+};
 use crate::event::{Op, Source};
+use base64::Engine as _;
 use serde_json::{Map, Value};
 
-pub(super) fn decode(key: Option<Value>, value: Option<Value>) -> Result<Decoded, DecodeError> {
+/// What Debezium sends for a value it does not have (an unchanged TOASTed
+/// column), unless the connector sets `unavailable.value.placeholder`.
+pub const UNAVAILABLE: &str = "__debezium_unavailable_value";
+
+pub(super) fn decode(
+    key: Option<Value>,
+    value: Option<Value>,
+    opts: &DecodeOptions,
+) -> Result<Decoded, DecodeError> {
     let key = match key {
         Some(key) => message_key(key)?,
         None => None,
     };
-    let payload = match value {
+    let (schema, payload) = match value {
         None => {
             return match key {
                 Some(key) => Ok(Decoded::Tombstone { key }),
                 None => err("the message has neither a key nor a value"),
             };
         }
-        Some(value) => unwrap_payload(value),
+        Some(value) => connect::split(value),
     };
     let Some(payload) = payload else {
         return match key {
@@ -55,6 +66,14 @@ pub(super) fn decode(key: Option<Value>, value: Option<Value>) -> Result<Decoded
         }
         _ => {}
     }
+    let row_schema = |f: &str| schema.as_ref().and_then(|s| connect::field(s, f));
+    let mut unchanged = Vec::new();
+    let before = before
+        .map(|r| typed_row(r, row_schema("before"), "before", opts, &mut Vec::new()))
+        .transpose()?;
+    let after = after
+        .map(|r| typed_row(r, row_schema("after"), "after", opts, &mut unchanged))
+        .transpose()?;
     let source = source(&payload);
     Ok(Decoded::Change(Change {
         op,
@@ -62,32 +81,65 @@ pub(super) fn decode(key: Option<Value>, value: Option<Value>) -> Result<Decoded
         before,
         after,
         source,
-        unchanged: Vec::new(),
+        unchanged,
     }))
 }
 
-/// The message key as a column map, unwrapping `{"schema":…,"payload":…}`.
-fn message_key(key: Value) -> Result<Option<Map<String, Value>>, DecodeError> {
-    match unwrap_payload(key) {
-        None => Ok(None),
-        Some(Value::Object(m)) => Ok(Some(m)),
-        Some(other) => err(format!(
-            "the Debezium key must be an object, found {}",
-            kind(&other)
-        )),
+/// A row without its unavailable values (their columns go to `unchanged`),
+/// each other value decoded by its schema when the message has one.
+pub(super) fn typed_row(
+    mut row: Map<String, Value>,
+    schema: Option<&Value>,
+    path: &str,
+    opts: &DecodeOptions,
+    unchanged: &mut Vec<String>,
+) -> Result<Map<String, Value>, DecodeError> {
+    let placeholders = placeholders(opts);
+    row.retain(|col, v| {
+        let field = schema.and_then(|s| connect::field(s, col));
+        // Without a schema a bytes column cannot be told apart: its base64
+        // placeholder is taken as one too.
+        let bytes = field.is_none_or(connect::is_bytes);
+        let missing = placeholders.iter().any(|(text, b64)| {
+            let is = |x: &Value| x.as_str() == Some(*text) || (bytes && x.as_str() == Some(b64));
+            match &*v {
+                // An array column: Debezium sends a list of the placeholder.
+                Value::Array(items) => items.len() == 1 && is(&items[0]),
+                other => is(other),
+            }
+        });
+        if missing {
+            unchanged.push(col.clone());
+        }
+        !missing
+    });
+    match schema {
+        Some(schema) => connect::row(schema, row, path),
+        None => Ok(row),
     }
 }
 
-fn unwrap_payload(v: Value) -> Option<Value> {
-    match v {
-        Value::Null => None,
-        Value::Object(mut m) if m.contains_key("schema") && m.contains_key("payload") => {
-            match m.remove("payload") {
-                Some(Value::Null) | None => None,
-                Some(p) => Some(p),
-            }
-        }
-        other => Some(other),
+/// The placeholders of unavailable values, as text and as base64 (how a
+/// bytes column carries them).
+fn placeholders(opts: &DecodeOptions) -> Vec<(&str, String)> {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    std::iter::once(UNAVAILABLE)
+        .chain(opts.unavailable_placeholder.as_deref())
+        .map(|p| (p, b64(p)))
+        .collect()
+}
+
+/// The message key as a column map, unwrapping `{"schema":…,"payload":…}`
+/// and decoding its values by that schema.
+pub(super) fn message_key(key: Value) -> Result<Option<Map<String, Value>>, DecodeError> {
+    match connect::split(key) {
+        (_, None) => Ok(None),
+        (Some(schema), Some(Value::Object(m))) => connect::row(&schema, m, "key").map(Some),
+        (None, Some(Value::Object(m))) => Ok(Some(m)),
+        (_, Some(other)) => err(format!(
+            "the Debezium key must be an object, found {}",
+            kind(&other)
+        )),
     }
 }
 
@@ -107,13 +159,18 @@ fn source(payload: &Map<String, Value>) -> Source {
             (Some(file), Some(pos)) => Some(format!("{file}:{pos}")),
             _ => None,
         });
+    let mut extra = Map::new();
+    // With provide.transaction.metadata: id, total_order, data_collection_order.
+    if let Some(tx @ Value::Object(_)) = payload.get("transaction") {
+        extra.insert("transaction".into(), tx.clone());
+    }
     Source {
         system,
         schema,
         table: get("table"),
         ts_ms,
         position,
-        extra: Default::default(),
+        extra,
     }
 }
 

@@ -1,12 +1,16 @@
 //! Decoding Kafka messages into [`ChangeEvent`]s.
 //!
 //! One decoder per CDC format: Debezium JSON (with or without the
-//! `schema`/`payload` wrapper), Oracle GoldenGate's op-modelled JSON, and plain
-//! JSON rows with configured key columns. Decoders see only the message bytes;
-//! the Kafka coordinates and pipeline name are filled in by the caller.
+//! `schema`/`payload` wrapper, whose schema decodes each value), Debezium's
+//! flattened rows (the ExtractNewRecordState transform), Oracle GoldenGate's
+//! op-modelled JSON, and plain JSON rows with configured key columns.
+//! Decoders see only the message's key, value and headers; the Kafka
+//! coordinates and pipeline name are filled in by the caller.
 
 pub mod avro;
+mod connect;
 pub mod debezium;
+mod flat;
 mod json;
 pub mod logical;
 pub mod ogg;
@@ -63,6 +67,42 @@ pub struct DecodeOptions {
     pub key_fields: Vec<String>,
     /// GoldenGate's `op_type` codes and the zone of its `op_ts`.
     pub ogg: ogg::Settings,
+    /// The connector's `unavailable.value.placeholder`, when it is not
+    /// Debezium's default (which is always recognised).
+    pub unavailable_placeholder: Option<String>,
+}
+
+pub use debezium::UNAVAILABLE;
+
+/// Kafka headers as the steps see them (`ev.headers`): text where UTF-8,
+/// `{"base64": "…"}` where not, `null` for a null header; a name repeated
+/// holds the list of its values in order.
+pub fn headers_json(headers: &[(&str, Option<&[u8]>)]) -> Map<String, Value> {
+    use base64::Engine as _;
+    let mut out = Map::new();
+    for (name, value) in headers {
+        let v = match value {
+            None => Value::Null,
+            Some(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => Value::String(text.to_string()),
+                Err(_) => {
+                    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+                    serde_json::json!({ "base64": b64 })
+                }
+            },
+        };
+        let repeated = headers.iter().filter(|(n, _)| n == name).count() > 1;
+        match out.get_mut(*name) {
+            Some(Value::Array(all)) if repeated => all.push(v),
+            _ if repeated => {
+                out.insert(name.to_string(), Value::Array(vec![v]));
+            }
+            _ => {
+                out.insert(name.to_string(), v);
+            }
+        }
+    }
+    out
 }
 
 /// Decodes a message whose key and value are JSON text (a key is parsed
@@ -73,6 +113,19 @@ pub fn decode(
     value: Option<&[u8]>,
     opts: &DecodeOptions,
 ) -> Result<Decoded, DecodeError> {
+    decode_with_headers(format, key, value, &Map::new(), opts)
+}
+
+/// [`decode`] of a message with headers (see [`headers_json`]), which the
+/// flattened Debezium format reads its `__op`, `__table`, … from when the
+/// row does not carry them.
+pub fn decode_with_headers(
+    format: Format,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &Map<String, Value>,
+    opts: &DecodeOptions,
+) -> Result<Decoded, DecodeError> {
     let key = || key.map(|k| parse_json(k, "the message key")).transpose();
     let value = value
         .map(|v| parse_json(v, "the message value"))
@@ -80,7 +133,11 @@ pub fn decode(
     match format {
         Format::Debezium => {
             let key = key()?;
-            debezium::decode(key, value?)
+            debezium::decode(key, value?, opts)
+        }
+        Format::DebeziumFlat => {
+            let key = key()?;
+            flat::decode(key, value?, headers, opts)
         }
         Format::Ogg => ogg::decode(value?, &opts.ogg),
         Format::Json => {
@@ -100,8 +157,20 @@ pub fn decode_values(
     value: Option<Value>,
     opts: &DecodeOptions,
 ) -> Result<Decoded, DecodeError> {
+    decode_values_with_headers(format, key, value, &Map::new(), opts)
+}
+
+/// [`decode_values`] of a message with headers (see [`headers_json`]).
+pub fn decode_values_with_headers(
+    format: Format,
+    key: Option<Value>,
+    value: Option<Value>,
+    headers: &Map<String, Value>,
+    opts: &DecodeOptions,
+) -> Result<Decoded, DecodeError> {
     match format {
-        Format::Debezium => debezium::decode(key, value),
+        Format::Debezium => debezium::decode(key, value, opts),
+        Format::DebeziumFlat => flat::decode(key, value, headers, opts),
         Format::Ogg => ogg::decode(value, &opts.ogg),
         Format::Json => json::decode(key, value, opts),
     }

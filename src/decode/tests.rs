@@ -286,3 +286,167 @@ fn undecodable_messages_say_why() {
         assert_eq!(got.0, *want);
     }
 }
+
+fn flat(name: &str, headers: &[(&str, Option<&[u8]>)]) -> Result<Decoded, DecodeError> {
+    let key = fixture(&format!("debezium/{name}.key.json"));
+    let value = fixture(&format!("debezium/{name}.value.json"));
+    decode_with_headers(
+        Format::DebeziumFlat,
+        key.as_deref(),
+        value.as_deref(),
+        &headers_json(headers),
+        &DecodeOptions::default(),
+    )
+}
+
+/// The PostgreSQL connector's default encodings (decimal.handling.mode=precise,
+/// time.precision.mode=adaptive) of one row, as the JsonConverter writes
+/// them with its schema.
+#[test]
+fn debezium_values_are_decoded_by_their_inline_schema() {
+    let c = change(debezium("pg_types_create"));
+    assert_eq!(c.key, Some(obj(json!({"id": 1}))));
+    let after = serde_json::Value::Object(c.after.unwrap());
+    let want: serde_json::Value = serde_json::from_str(
+        r#"{"id": 1, "amount": "1234.56", "ratio": "3.14159", "paid_on": "2024-06-10",
+            "paid_at": "12:34:56.789012", "created": "2024-06-10T06:52:25.123456",
+            "updated": "2024-06-10T06:52:25.123456Z", "ref": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "doc": {"tier": "gold", "tags": ["a", "b"], "limit": 1000.50},
+            "blob": "\\xdeadbeef", "note": "first note, long enough to be TOASTed"}"#,
+    )
+    .unwrap();
+    assert_eq!(after, want);
+    assert!(c.unchanged.is_empty());
+    assert_eq!(
+        c.source.extra["transaction"],
+        json!({"id": "781:24023128", "total_order": 1, "data_collection_order": 1})
+    );
+    assert_eq!(c.source.position.as_deref(), Some("24023128"));
+}
+
+#[test]
+fn unavailable_values_are_listed_as_unchanged_not_passed_on() {
+    let u = change(debezium("pg_types_update_toast"));
+    let after = u.after.unwrap();
+    // The text column's placeholder and the bytea column's (base64).
+    assert_eq!(u.unchanged, ["blob", "note"]);
+    assert!(!after.contains_key("note") && !after.contains_key("blob"));
+    assert_eq!(after["amount"], "99.99");
+    assert_eq!(after["doc"], "just a string");
+    // A placeholder of the connector's own.
+    let value = br#"{"op": "u", "after": {"id": 1, "note": "<toasted>", "other": "__debezium_unavailable_value"}}"#;
+    let opts = DecodeOptions {
+        unavailable_placeholder: Some("<toasted>".into()),
+        ..Default::default()
+    };
+    let c = change(decode(
+        Format::Debezium,
+        Some(br#"{"id": 1}"#),
+        Some(value),
+        &opts,
+    ));
+    assert_eq!(c.unchanged, ["note", "other"]);
+    assert_eq!(
+        serde_json::Value::Object(c.after.unwrap()),
+        json!({"id": 1})
+    );
+}
+
+#[test]
+fn a_value_against_its_schema_is_undecodable_naming_the_field() {
+    let text = String::from_utf8(fixture("debezium/pg_types_create.value.json").unwrap()).unwrap();
+    let bad = text.replace(r#""amount": "AeJA""#, r#""amount": "AeJA!""#);
+    assert_ne!(bad, text);
+    let e = decode(
+        Format::Debezium,
+        None,
+        Some(bad.as_bytes()),
+        &DecodeOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.0.starts_with("`after.amount` is declared org.apache.kafka.connect.data.Decimal (bytes) but is not base64"),
+        "{e}"
+    );
+    let bad = text.replace(r#""paid_on": 19884"#, r#""paid_on": "2024-06-10""#);
+    let e = decode(
+        Format::Debezium,
+        None,
+        Some(bad.as_bytes()),
+        &DecodeOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.0,
+        "`after.paid_on` is declared io.debezium.time.Date (int32) but found a string"
+    );
+}
+
+#[test]
+fn flattened_rows_creates_updates_rewritten_deletes_and_tombstones() {
+    let c = change(flat("flat_create", &[]));
+    assert_eq!(
+        (c.op, c.key.clone()),
+        (Op::Create, Some(obj(json!({"id": 2}))))
+    );
+    let after = c.after.unwrap();
+    assert_eq!(after["amount"], "1234.56");
+    assert_eq!(after["paid_on"], "2024-06-10");
+    assert!(!after.keys().any(|k| k.starts_with("__")), "{after:?}");
+    assert_eq!(c.source.table.as_deref(), Some("payment"));
+    assert_eq!(c.source.ts_ms, Some(1718002345123));
+    assert_eq!(c.source.position.as_deref(), Some("24023128"));
+    assert_eq!(c.source.extra["added"]["__op"], "c");
+
+    let u = change(flat("flat_update", &[]));
+    assert_eq!((u.op, u.unchanged), (Op::Update, vec!["note".to_string()]));
+
+    let d = change(flat("flat_delete_rewrite", &[]));
+    assert_eq!((d.op, d.after), (Op::Delete, None));
+    let before = d.before.unwrap();
+    assert_eq!(
+        (before["id"].clone(), before["amount"].clone()),
+        (json!(2), json!("99.99"))
+    );
+
+    assert_eq!(
+        flat("flat_tombstone", &[]).unwrap(),
+        Decoded::Tombstone {
+            key: obj(json!({"id": 2}))
+        }
+    );
+
+    // add.headers: the same fields as Kafka headers.
+    let headers: &[(&str, Option<&[u8]>)] = &[
+        ("__op", Some(b"u")),
+        ("__table", Some(b"customers")),
+        ("__db", Some(b"inventory")),
+        ("__source_ts_ms", Some(b"1718002345123")),
+        ("__lsn", Some(b"24023128")),
+    ];
+    let h = change(flat("flat_plain", headers));
+    assert_eq!(h.op, Op::Update);
+    assert_eq!(
+        (h.source.schema.as_deref(), h.source.table.as_deref()),
+        (Some("inventory"), Some("customers"))
+    );
+    assert_eq!(h.source.ts_ms, Some(1718002345123));
+    assert_eq!(h.after.unwrap()["first_name"], "Anne");
+    // Without any: a row state.
+    assert_eq!(change(flat("flat_plain", &[])).op, Op::Read);
+}
+
+#[test]
+fn headers_are_text_or_base64() {
+    let h = headers_json(&[
+        ("trace", Some(b"abc")),
+        ("raw", Some(&[0xff, 0x00])),
+        ("none", None),
+        ("twice", Some(b"1")),
+        ("twice", Some(b"2")),
+    ]);
+    assert_eq!(
+        serde_json::Value::Object(h),
+        json!({"trace": "abc", "raw": {"base64": "/wA="}, "none": null, "twice": ["1", "2"]})
+    );
+}

@@ -288,6 +288,13 @@ impl PartitionWorker {
     async fn run_messages(&self, msgs: &[OwnedMessage]) -> bool {
         let mut items = Vec::with_capacity(msgs.len());
         for (i, msg) in msgs.iter().enumerate() {
+            let headers: Vec<(&str, Option<&[u8]>)> = msg
+                .headers()
+                .map(|h| {
+                    use rdkafka::message::Headers as _;
+                    h.iter().map(|h| (h.key, h.value)).collect()
+                })
+                .unwrap_or_default();
             let view = RouteMessage {
                 topic: &self.topic,
                 partition: msg.partition(),
@@ -295,6 +302,7 @@ impl PartitionWorker {
                 timestamp: msg.timestamp().to_millis(),
                 key: msg.key(),
                 value: msg.payload(),
+                headers: &headers,
             };
             // Schemas the message names come first: a registry that does
             // not answer holds the partition, as a database outage does.

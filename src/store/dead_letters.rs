@@ -430,6 +430,8 @@ pub struct Candidate {
     pub timestamp: Option<i64>,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
+    /// The message's Kafka headers, in order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
     /// (pipeline, event key): the key whose order replays keep.
     pub entity: Option<(Option<String>, serde_json::Value)>,
 }
@@ -447,7 +449,7 @@ pub async fn candidates(
     let client = pool.get().await.map_err(chain::pool_error)?;
     let sql = format!(
         "select id, pipeline, topic, partition, kafka_offset, kafka_timestamp,
-                msg_key, msg_value, entity_key
+                msg_key, msg_value, entity_key, header_names, header_values
            from pgchain.dead_letters d
           where group_id = $1 and status in ('parked', 'dead')
             and {FILTER_SQL}
@@ -478,6 +480,8 @@ pub async fn candidates(
         .map(|r| {
             let pipeline: Option<String> = r.get(1);
             let entity: Option<serde_json::Value> = r.get(8);
+            let names: Vec<String> = r.get(9);
+            let values: Vec<Option<Vec<u8>>> = r.get(10);
             Candidate {
                 id: r.get(0),
                 entity: entity.map(|e| (pipeline.clone(), e)),
@@ -488,6 +492,7 @@ pub async fn candidates(
                 timestamp: r.get(5),
                 key: r.get(6),
                 value: r.get(7),
+                headers: names.into_iter().zip(values).collect(),
             }
         })
         .collect())

@@ -335,3 +335,98 @@ proptest::proptest! {
         let _ = s.decode(&bytes);
     }
 }
+
+/// Debezium's placeholder of a value it does not have (an unchanged TOASTed
+/// column) arrives in a `bytea` column as the placeholder's bytes: it reaches
+/// the Debezium decoder as the text, which lists the column as unchanged.
+#[test]
+fn an_unavailable_bytea_value_is_listed_unchanged_not_stored() {
+    let row = Account {
+        id: 4,
+        photo: Some(crate::decode::debezium::UNAVAILABLE.as_bytes().to_vec()),
+        note: Some("__custom_placeholder".into()),
+        doc: Some("{}".into()),
+        ..Account::default()
+    };
+    let bytes = Encoder::new().value(
+        1,
+        &Change {
+            op: "u",
+            before: None,
+            after: Some(row),
+            ts_ms: 1,
+            lsn: 1,
+        },
+    );
+    let value = schema().decode(&bytes[5..]).unwrap();
+    assert_eq!(value["after"]["photo"], "__debezium_unavailable_value");
+    let opts = crate::decode::DecodeOptions {
+        unavailable_placeholder: Some("__custom_placeholder".into()),
+        ..Default::default()
+    };
+    let crate::decode::Decoded::Change(c) = crate::decode::decode_values(
+        crate::config::Format::Debezium,
+        Some(json!({"id": 4})),
+        Some(value),
+        &opts,
+    )
+    .unwrap() else {
+        panic!("a change")
+    };
+    let mut unchanged = c.unchanged.clone();
+    unchanged.sort();
+    assert_eq!(unchanged, ["note", "photo"]);
+    let after = c.after.unwrap();
+    assert!(!after.contains_key("photo") && !after.contains_key("note"));
+    assert_eq!(after["doc"], json!({}));
+    // Other bytes stay hex.
+    let other = schema()
+        .decode_marking(&bytes[5..], &["something else"])
+        .unwrap();
+    assert!(
+        other["after"]["photo"]
+            .as_str()
+            .unwrap()
+            .starts_with("\\x5f5f")
+    );
+}
+
+/// The same change as Debezium JSON with the inline schema and as Avro
+/// decodes to the same event: the same text for every type.
+#[test]
+fn avro_and_json_with_the_inline_schema_give_the_same_change() {
+    let opts = crate::decode::DecodeOptions::default();
+    for (i, row) in samples::accounts(3).into_iter().enumerate() {
+        let change = Change {
+            op: "u",
+            before: Some(samples::accounts(3)[(i + 1) % 3].clone()),
+            after: Some(row.clone()),
+            ts_ms: 1_709_287_200_000,
+            lsn: 24_023_128,
+        };
+        let json = samples::json_with_schema(&change).to_string();
+        let key = format!(r#"{{"id": {}}}"#, row.id);
+        let from_json = crate::decode::decode(
+            crate::config::Format::Debezium,
+            Some(key.as_bytes()),
+            Some(json.as_bytes()),
+            &opts,
+        )
+        .unwrap();
+        let enc = Encoder::new();
+        let avro_key = enc.key(1, row.id);
+        let avro_value = enc.value(2, &change);
+        let key_value = AvroSchema::parse(samples::KEY_SCHEMA)
+            .unwrap()
+            .decode(&avro_key[5..])
+            .unwrap();
+        let from_avro = crate::decode::decode_values(
+            crate::config::Format::Debezium,
+            Some(key_value),
+            Some(schema().decode(&avro_value[5..]).unwrap()),
+            &opts,
+        )
+        .unwrap();
+        assert_eq!(from_avro, from_json, "row {}", row.id);
+    }
+}

@@ -169,7 +169,7 @@ impl Redriver {
         self.router
             .fetch_schemas(&msg)
             .await
-            .map_err(Replay::Chain)?;
+            .map_err(|e| Replay::Chain(e.into()))?;
         let (steps, ev) = match self.router.route(&msg).map_err(Replay::Route)? {
             Routed::Event(ev, route) => (route.steps.clone(), serde_json::to_value(&ev)),
             // A tombstone the pipeline now skips: nothing to run.

@@ -10,7 +10,6 @@
 //! does not have (404 with error code 40403), a schema pgchain cannot read,
 //! and bytes that do not match their schema make the message undecodable.
 
-use crate::chain::{ChainError, ErrorClass};
 use crate::config::SchemaRegistry as Settings;
 use crate::decode::avro::AvroSchema;
 use serde_json::Value;
@@ -39,6 +38,13 @@ pub enum Known {
     /// The registry does not have the id (asked again next time).
     Missing(String),
 }
+
+/// The registry did not answer as a registry (no connection, an HTTP error,
+/// refused credentials, a page that is not its answer): the message is not
+/// at fault, so the partition waits (a transient error of the chain).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
 
 pub struct Registry {
     http: reqwest::Client,
@@ -88,9 +94,9 @@ impl Registry {
             .is_none_or(|k| matches!(*k, Known::Missing(_)))
     }
 
-    /// Asks the registry for `id` unless it is known; a transient error when
+    /// Asks the registry for `id` unless it is known; [`Unavailable`] when
     /// the registry does not answer as a registry.
-    pub async fn resolve(&self, id: u32) -> Result<(), ChainError> {
+    pub async fn resolve(&self, id: u32) -> Result<(), Unavailable> {
         if !self.needs(id) {
             return Ok(());
         }
@@ -109,7 +115,7 @@ impl Registry {
         Ok(())
     }
 
-    async fn fetch(&self, id: u32) -> Result<Known, ChainError> {
+    async fn fetch(&self, id: u32) -> Result<Known, Unavailable> {
         let url = format!("{}/schemas/ids/{id}", self.base);
         let mut req = self.http.get(&url).header(
             reqwest::header::ACCEPT,
@@ -118,13 +124,7 @@ impl Registry {
         if let Some((user, password)) = &self.auth {
             req = req.basic_auth(user, Some(password));
         }
-        let unavailable = |why: String| ChainError {
-            class: ErrorClass::Transient,
-            sqlstate: None,
-            step: None,
-            message: format!("schema registry {url}: {why}"),
-            detail: None,
-        };
+        let unavailable = |why: String| Unavailable(format!("schema registry {url}: {why}"));
         let resp = req
             .send()
             .await
@@ -330,9 +330,8 @@ mod tests {
         ] {
             let r = answering(status, body).await;
             let e = r.resolve(5).await.unwrap_err();
-            assert_eq!(e.class, ErrorClass::Transient, "{status}");
-            assert!(e.message.contains(says), "{status}: {}", e.message);
-            assert!(!e.message.contains("hunter2"));
+            assert!(e.0.contains(says), "{status}: {}", e.0);
+            assert!(!e.0.contains("hunter2"));
             assert!(r.needs(5));
         }
         // The message's fault: undecodable, the id named.
@@ -403,7 +402,6 @@ mod tests {
             password: None,
         });
         let e = r.resolve(1).await.unwrap_err();
-        assert_eq!(e.class, ErrorClass::Transient);
-        assert!(e.message.contains("no answer"), "{}", e.message);
+        assert!(e.0.contains("no answer"), "{}", e.0);
     }
 }

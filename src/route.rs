@@ -114,7 +114,10 @@ impl Router {
     /// Fetches the schemas `msg` names that are not known yet (call before
     /// [`Router::route`]); a transient error when the registry does not
     /// answer. Without `schema_registry:` there is nothing to fetch.
-    pub async fn fetch_schemas(&self, msg: &Message<'_>) -> Result<(), crate::chain::ChainError> {
+    pub async fn fetch_schemas(
+        &self,
+        msg: &Message<'_>,
+    ) -> Result<(), crate::registry::Unavailable> {
         let Some(registry) = &self.registry else {
             return Ok(());
         };

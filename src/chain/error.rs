@@ -45,6 +45,20 @@ pub struct ChainError {
     pub detail: Option<String>,
 }
 
+/// A schema registry that does not answer holds the partition as a
+/// database outage does.
+impl From<crate::registry::Unavailable> for ChainError {
+    fn from(e: crate::registry::Unavailable) -> Self {
+        ChainError {
+            class: ErrorClass::Transient,
+            sqlstate: None,
+            step: None,
+            message: e.0,
+            detail: None,
+        }
+    }
+}
+
 impl fmt::Display for ChainError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(step) = &self.step {
@@ -171,6 +185,16 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_registry_that_does_not_answer_is_transient() {
+        let e = ChainError::from(crate::registry::Unavailable(
+            "schema registry x: no answer".into(),
+        ));
+        assert_eq!(e.class, ErrorClass::Transient);
+        assert_eq!(e.message, "schema registry x: no answer");
+    }
+
     use super::*;
 
     #[test]

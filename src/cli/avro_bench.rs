@@ -5,7 +5,7 @@
 //! pgchain into an `l0_upsert` table with typed columns, with a registry on
 //! loopback.
 
-use crate::bench::BenchArgs;
+use crate::args::BenchArgs;
 use crate::measure::Figures;
 use anyhow::Context;
 use pgchain::config::Config;

@@ -6,6 +6,7 @@
 //! without Kafka: once on one connection, and once on as many connections as
 //! pgchain has partitions (pgchain runs partitions in parallel).
 
+use crate::args::BenchArgs;
 use crate::measure::{Figures, peak_rss_kib};
 use anyhow::Context;
 use pgchain::config::Config;
@@ -16,47 +17,6 @@ use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio_postgres::types::Json;
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {
-    /// Events to run through each contender.
-    #[arg(long, default_value_t = 100_000)]
-    pub events: usize,
-    /// Partitions of the bench topic (and connections of the parallel direct run).
-    #[arg(long, default_value_t = 4)]
-    pub partitions: i32,
-    /// Distinct row keys the events update.
-    #[arg(long, default_value_t = 10_000)]
-    pub keys: usize,
-    /// postgres.max_batch of the batched run (the other run uses 1).
-    #[arg(long, default_value_t = 32)]
-    pub max_batch: usize,
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value_t = pgchain::config::default_url()
-    )]
-    pub database_url: String,
-    #[arg(long, default_value = "pgchain_bench")]
-    pub database: String,
-    #[arg(long, default_value = "sql/migrations")]
-    pub migrations: std::path::PathBuf,
-    /// Instead: time `pgchain verify` on this many rows with 100 scattered
-    /// differences (two databases on the server).
-    #[arg(long)]
-    pub verify_rows: Option<i64>,
-    /// Instead: identity resolution of the customer example at this many
-    /// union records (initial build, then single change events).
-    #[arg(long)]
-    pub identity: Option<i64>,
-    /// Instead: Avro through a schema registry (decoding alone against
-    /// Debezium JSON with the inline schema, then end to end).
-    #[arg(long)]
-    pub avro: bool,
-    /// Change events of the --identity run.
-    #[arg(long, default_value_t = 20_000)]
-    pub identity_events: usize,
-}
 
 const TOPIC: &str = "bench.public.member";
 

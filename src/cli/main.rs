@@ -159,7 +159,7 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Throughput and latency, against the direct-SQL limit.
     #[cfg(feature = "tools")]
-    Bench(bench::BenchArgs),
+    Bench(args::BenchArgs),
 }
 
 fn main() -> ExitCode {

@@ -355,9 +355,9 @@ impl PartitionWorker {
         let paused = self.pause_on_transient();
         let mut attempt = 0u32;
         let fetched = loop {
-            let error = match self.shared.router.fetch_schemas(msg).await {
+            let error: ChainError = match self.shared.router.fetch_schemas(msg).await {
                 Ok(()) => break true,
-                Err(e) => e,
+                Err(e) => e.into(),
             };
             attempt += 1;
             let delay = backoff.next_delay();

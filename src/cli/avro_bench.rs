@@ -9,13 +9,12 @@ use crate::args::BenchArgs;
 use crate::measure::Figures;
 use anyhow::Context;
 use pgchain::config::Config;
-use pgchain::dispatcher::Dispatcher;
 use pgchain::kafka::{self, Record};
 use pgchain::route::{Message, Router};
 use pgchain::samples::avro::{self as samples, Change, Encoder};
 use rdkafka::mocking::MockCluster;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const TOPIC: &str = "pgserver.public.account";
 /// The same events as JSON text.
@@ -263,32 +262,5 @@ async fn through(
          schema_registry:\n  url: http://{registry}\npipelines:\n  account:\n    topic: {topic}\n    chain: [l0.copy_account]\n",
         args.partitions, args.max_batch
     );
-    let running = Dispatcher::new(config(&yaml)?)?.record_latencies().spawn();
-    let stats = running.stats.clone();
-    let applied =
-        |s: &pgchain::ops::stats::Snapshot| s.pipelines.get("account").map_or(0, |c| c.applied);
-    while applied(&stats.snapshot()) == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let (start, before) = (Instant::now(), applied(&stats.snapshot()));
-    kafka::drained(
-        stats.clone(),
-        brokers.to_string(),
-        vec![topic.to_string()],
-        Duration::from_secs(3600),
-    )
-    .await?;
-    let elapsed = start.elapsed();
-    running.stop().await?;
-    let snap = stats.snapshot();
-    anyhow::ensure!(
-        applied(&snap) as usize == events,
-        "pgchain applied {} of {events} from {topic}",
-        applied(&snap),
-    );
-    Ok(Figures {
-        events: events - before as usize,
-        elapsed,
-        latencies_us: snap.latencies_us.unwrap_or_default(),
-    })
+    crate::measure::drain(config(&yaml)?, "account", brokers, topic, events).await
 }

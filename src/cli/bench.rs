@@ -10,7 +10,6 @@ use crate::args::BenchArgs;
 use crate::measure::{Figures, peak_rss_kib};
 use anyhow::Context;
 use pgchain::config::Config;
-use pgchain::dispatcher::Dispatcher;
 use pgchain::kafka::{self, Record};
 use rdkafka::mocking::MockCluster;
 use serde_json::json;
@@ -157,35 +156,7 @@ async fn through_pgchain(
     );
     let config = Config::from_text(&yaml, Path::new("bench.yaml"), |_| None)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let running = Dispatcher::new(config)?.record_latencies().spawn();
-    let stats = running.stats.clone();
-    // The clock starts at the first applied event, after the group join.
-    let applied =
-        |s: &pgchain::ops::stats::Snapshot| s.pipelines.get("bench").map_or(0, |c| c.applied);
-    while applied(&stats.snapshot()) == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let (start, before) = (Instant::now(), applied(&stats.snapshot()));
-    kafka::drained(
-        stats.clone(),
-        brokers.to_string(),
-        vec![topic.to_string()],
-        Duration::from_secs(3600),
-    )
-    .await?;
-    let elapsed = start.elapsed();
-    running.stop().await?;
-    let snap = stats.snapshot();
-    anyhow::ensure!(
-        applied(&snap) as usize == total,
-        "pgchain applied {} of {total}",
-        applied(&snap)
-    );
-    Ok(Figures {
-        events: total - before as usize,
-        elapsed,
-        latencies_us: snap.latencies_us.unwrap_or_default(),
-    })
+    crate::measure::drain(config, "bench", brokers, topic, total).await
 }
 
 /// The procedure called directly, one transaction per event, on `conns`

@@ -48,3 +48,46 @@ pub(crate) fn proc_kib(path: &str, field: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Runs the dispatcher of `config` until `topic` is drained, timed from its
+/// first applied event of `pipeline` (after the group join), and checks
+/// that all `total` events were applied.
+pub(crate) async fn drain(
+    config: pgchain::config::Config,
+    pipeline: &str,
+    brokers: &str,
+    topic: &str,
+    total: usize,
+) -> anyhow::Result<Figures> {
+    use std::time::Instant;
+    let running = pgchain::dispatcher::Dispatcher::new(config)?
+        .record_latencies()
+        .spawn();
+    let stats = running.stats.clone();
+    let applied =
+        |s: &pgchain::ops::stats::Snapshot| s.pipelines.get(pipeline).map_or(0, |c| c.applied);
+    while applied(&stats.snapshot()) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let (start, before) = (Instant::now(), applied(&stats.snapshot()));
+    pgchain::kafka::drained(
+        stats.clone(),
+        brokers.to_string(),
+        vec![topic.to_string()],
+        Duration::from_secs(3600),
+    )
+    .await?;
+    let elapsed = start.elapsed();
+    running.stop().await?;
+    let snap = stats.snapshot();
+    anyhow::ensure!(
+        applied(&snap) as usize == total,
+        "pgchain applied {} of {total} from {topic}",
+        applied(&snap)
+    );
+    Ok(Figures {
+        events: total - before as usize,
+        elapsed,
+        latencies_us: snap.latencies_us.unwrap_or_default(),
+    })
+}

@@ -23,6 +23,18 @@ pub enum Op {
 }
 
 impl Op {
+    /// The op of Debezium's one-letter code.
+    pub fn of_letter(letter: &str) -> Option<Op> {
+        Some(match letter {
+            "c" => Op::Create,
+            "u" => Op::Update,
+            "d" => Op::Delete,
+            "r" => Op::Read,
+            "t" => Op::Truncate,
+            _ => return None,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Op::Create => "c",

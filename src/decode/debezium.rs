@@ -16,24 +16,13 @@ pub(super) fn decode(
     value: Option<Value>,
     opts: &DecodeOptions,
 ) -> Result<Decoded, DecodeError> {
-    let key = match key {
-        Some(key) => message_key(key)?,
-        None => None,
-    };
-    let (schema, payload) = match value {
-        None => {
-            return match key {
-                Some(key) => Ok(Decoded::Tombstone { key }),
-                None => err("the message has neither a key nor a value"),
-            };
-        }
-        Some(value) => connect::split(value),
-    };
-    let Some(payload) = payload else {
-        return match key {
-            Some(key) => Ok(Decoded::NullValue { key }),
-            None => err("the message has no key and its value is null"),
-        };
+    let (key, schema, payload) = match open(key, value)? {
+        Opened::Decided(d) => return Ok(d),
+        Opened::Payload {
+            key,
+            schema,
+            payload,
+        } => (key, schema, payload),
     };
     let Value::Object(payload) = payload else {
         return err(format!(
@@ -42,13 +31,9 @@ pub(super) fn decode(
         ));
     };
     let op = match payload.get("op") {
-        Some(Value::String(op)) => match op.as_str() {
-            "c" => Op::Create,
-            "u" => Op::Update,
-            "d" => Op::Delete,
-            "r" => Op::Read,
-            "t" => Op::Truncate,
-            other => return err(format!("unknown Debezium op `{other}`")),
+        Some(Value::String(op)) => match Op::of_letter(op) {
+            Some(op) => op,
+            None => return err(format!("unknown Debezium op `{op}`")),
         },
         Some(other) => {
             return err(format!(
@@ -127,6 +112,43 @@ fn placeholders(opts: &DecodeOptions) -> Vec<(&str, String)> {
         .chain(opts.unavailable_placeholder.as_deref())
         .map(|p| (p, b64(p)))
         .collect()
+}
+
+/// A Debezium message (enveloped or flattened) opened: its key and its
+/// value's schema and payload, or what it is when there is no payload to
+/// read (a tombstone, a null value).
+pub(super) enum Opened {
+    Decided(Decoded),
+    Payload {
+        key: Option<Map<String, Value>>,
+        schema: Option<Value>,
+        payload: Value,
+    },
+}
+
+pub(super) fn open(key: Option<Value>, value: Option<Value>) -> Result<Opened, DecodeError> {
+    let key = match key {
+        Some(key) => message_key(key)?,
+        None => None,
+    };
+    let (schema, payload) = match value {
+        None => {
+            return match key {
+                Some(key) => Ok(Opened::Decided(Decoded::Tombstone { key })),
+                None => err("the message has neither a key nor a value"),
+            };
+        }
+        Some(value) => connect::split(value),
+    };
+    match (payload, key) {
+        (Some(payload), key) => Ok(Opened::Payload {
+            key,
+            schema,
+            payload,
+        }),
+        (None, Some(key)) => Ok(Opened::Decided(Decoded::NullValue { key })),
+        (None, None) => err("the message has no key and its value is null"),
+    }
 }
 
 /// The message key as a column map, unwrapping `{"schema":…,"payload":…}`

@@ -8,8 +8,8 @@
 //! adds `__deleted: "true"` to a delete, whose row is then the old state.
 //! With `add.headers` the same names come as Kafka headers.
 
-use super::debezium::{message_key, typed_row};
-use super::{Change, DecodeError, DecodeOptions, Decoded, connect, err, kind, scalar_text};
+use super::debezium::{Opened, open, typed_row};
+use super::{Change, DecodeError, DecodeOptions, Decoded, err, kind, scalar_text};
 use crate::event::{Op, Source};
 use serde_json::{Map, Value};
 
@@ -19,24 +19,13 @@ pub(super) fn decode(
     headers: &Map<String, Value>,
     opts: &DecodeOptions,
 ) -> Result<Decoded, DecodeError> {
-    let key = match key {
-        Some(key) => message_key(key)?,
-        None => None,
-    };
-    let (schema, row) = match value {
-        None => {
-            return match key {
-                Some(key) => Ok(Decoded::Tombstone { key }),
-                None => err("the message has neither a key nor a value"),
-            };
-        }
-        Some(value) => connect::split(value),
-    };
-    let Some(row) = row else {
-        return match key {
-            Some(key) => Ok(Decoded::NullValue { key }),
-            None => err("the message has no key and its value is null"),
-        };
+    let (key, schema, row) = match open(key, value)? {
+        Opened::Decided(d) => return Ok(d),
+        Opened::Payload {
+            key,
+            schema,
+            payload,
+        } => (key, schema, payload),
     };
     let Value::Object(mut row) = row else {
         return err(format!(
@@ -58,12 +47,10 @@ pub(super) fn decode(
     let meta = |f: &str| scalar_text(added.get(f)).or_else(|| header_text(headers.get(f)));
     let op = match meta("__op").as_deref() {
         None => None,
-        Some("c") => Some(Op::Create),
-        Some("u") => Some(Op::Update),
-        Some("d") => Some(Op::Delete),
-        Some("r") => Some(Op::Read),
-        Some("t") => Some(Op::Truncate),
-        Some(other) => return err(format!("unknown Debezium op `{other}` in `__op`")),
+        Some(letter) => match Op::of_letter(letter) {
+            Some(op) => Some(op),
+            None => return err(format!("unknown Debezium op `{letter}` in `__op`")),
+        },
     };
     let deleted = match meta("__deleted").as_deref() {
         None | Some("false") => false,

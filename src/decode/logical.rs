@@ -48,6 +48,23 @@ pub fn decimal(unscaled: &[u8], scale: i32) -> String {
     digits
 }
 
+/// The shortest big-endian two's complement bytes of `v`: what Connect's
+/// `Decimal` writes (Java's `BigInteger.toByteArray`), and what [`decimal`]
+/// reads back.
+pub fn twos_complement(v: i128) -> Vec<u8> {
+    let bytes = v.to_be_bytes();
+    let mut start = 0;
+    while start < 15 {
+        let (b, next) = (bytes[start], bytes[start + 1]);
+        if (b == 0x00 && next & 0x80 == 0) || (b == 0xff && next & 0x80 != 0) {
+            start += 1;
+        } else {
+            break;
+        }
+    }
+    bytes[start..].to_vec()
+}
+
 /// The base-10 digits of an unsigned big-endian integer.
 fn decimal_digits(bytes: &[u8]) -> String {
     // Repeated division by 10^9 of base-2^32 limbs.
@@ -236,22 +253,6 @@ mod tests {
             Some("1970-01-01T00:00:00")
         );
         assert_eq!(bytea(&[0xde, 0xad, 0x00]), "\\xdead00");
-    }
-
-    /// The shortest big-endian two's complement bytes of `v`, as Connect
-    /// writes them (Java's `BigInteger.toByteArray`).
-    fn twos_complement(v: i128) -> Vec<u8> {
-        let bytes = v.to_be_bytes();
-        let mut start = 0;
-        while start < 15 {
-            let (b, next) = (bytes[start], bytes[start + 1]);
-            if (b == 0x00 && next & 0x80 == 0) || (b == 0xff && next & 0x80 != 0) {
-                start += 1;
-            } else {
-                break;
-            }
-        }
-        bytes[start..].to_vec()
     }
 
     /// `v` with `scale` digits after the point, by integer arithmetic.

@@ -174,21 +174,7 @@ fn account(a: &Account) -> Avro {
     ])
 }
 
-/// The shortest big-endian two's complement bytes of `v` (Java's
-/// `BigInteger.toByteArray`, which Connect's `Decimal` writes).
-pub fn twos_complement(v: i128) -> Vec<u8> {
-    let bytes = v.to_be_bytes();
-    let mut start = 0;
-    while start < 15 {
-        let (b, next) = (bytes[start], bytes[start + 1]);
-        if (b == 0x00 && next & 0x80 == 0) || (b == 0xff && next & 0x80 != 0) {
-            start += 1;
-        } else {
-            break;
-        }
-    }
-    bytes[start..].to_vec()
-}
+pub use crate::decode::logical::twos_complement;
 
 /// The rows the tests and the benchmark send: every type with a value, its
 /// edges (negative, before the epoch, midnight), and nulls.

@@ -90,7 +90,9 @@ impl Router {
                         opts: DecodeOptions {
                             key_fields: p.key.clone(),
                             ogg: decode::ogg::Settings::of(p.ogg.as_ref()),
-                            unavailable_placeholder: p.unavailable_placeholder.clone(),
+                            placeholders: decode::Placeholders::new(
+                                p.unavailable_placeholder.as_deref(),
+                            ),
                         },
                         routes: Vec::new(),
                     });
@@ -148,9 +150,7 @@ impl Router {
             )
             .map_err(|e| RouteError::Undecodable(e.0));
         }
-        let unavailable: Vec<&str> = std::iter::once(decode::debezium::UNAVAILABLE)
-            .chain(topic.opts.unavailable_placeholder.as_deref())
-            .collect();
+        let unavailable = topic.opts.placeholders.texts();
         let json = |bytes: &[u8], what: &str| -> Result<Value, RouteError> {
             match (crate::registry::wire_id(bytes), &self.registry) {
                 (None, _) => {

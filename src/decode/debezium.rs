@@ -4,7 +4,6 @@ use super::{
     Change, DecodeError, DecodeOptions, Decoded, connect, err, kind, object_or_null, scalar_text,
 };
 use crate::event::{Op, Source};
-use base64::Engine as _;
 use serde_json::{Map, Value};
 
 /// What Debezium sends for a value it does not have (an unchanged TOASTed
@@ -79,14 +78,13 @@ pub(super) fn typed_row(
     opts: &DecodeOptions,
     unchanged: &mut Vec<String>,
 ) -> Result<Map<String, Value>, DecodeError> {
-    let placeholders = placeholders(opts);
     row.retain(|col, v| {
         let field = schema.and_then(|s| connect::field(s, col));
         // Without a schema a bytes column cannot be told apart: its base64
         // placeholder is taken as one too.
         let bytes = field.is_none_or(connect::is_bytes);
-        let missing = placeholders.iter().any(|(text, b64)| {
-            let is = |x: &Value| x.as_str() == Some(*text) || (bytes && x.as_str() == Some(b64));
+        let missing = opts.placeholders.both().any(|(text, b64)| {
+            let is = |x: &Value| x.as_str() == Some(text) || (bytes && x.as_str() == Some(b64));
             match &*v {
                 // An array column: Debezium sends a list of the placeholder.
                 Value::Array(items) => items.len() == 1 && is(&items[0]),
@@ -102,16 +100,6 @@ pub(super) fn typed_row(
         Some(schema) => connect::row(schema, row, path),
         None => Ok(row),
     }
-}
-
-/// The placeholders of unavailable values, as text and as base64 (how a
-/// bytes column carries them).
-fn placeholders(opts: &DecodeOptions) -> Vec<(&str, String)> {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
-    std::iter::once(UNAVAILABLE)
-        .chain(opts.unavailable_placeholder.as_deref())
-        .map(|p| (p, b64(p)))
-        .collect()
 }
 
 /// A Debezium message (enveloped or flattened) opened: its key and its

@@ -67,9 +67,43 @@ pub struct DecodeOptions {
     pub key_fields: Vec<String>,
     /// GoldenGate's `op_type` codes and the zone of its `op_ts`.
     pub ogg: ogg::Settings,
-    /// The connector's `unavailable.value.placeholder`, when it is not
-    /// Debezium's default (which is always recognised).
-    pub unavailable_placeholder: Option<String>,
+    /// What stands for an unavailable (unchanged TOASTed) value.
+    pub placeholders: Placeholders,
+}
+
+/// Debezium's placeholders of unavailable values: its default and the
+/// connector's `unavailable.value.placeholder` when it sets one, each as
+/// text and as base64 (how a bytes column carries it); made once per topic.
+#[derive(Debug, Clone)]
+pub struct Placeholders(Vec<(String, String)>);
+
+impl Placeholders {
+    pub fn new(configured: Option<&str>) -> Placeholders {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+        Placeholders(
+            std::iter::once(UNAVAILABLE)
+                .chain(configured)
+                .map(|p| (p.to_string(), b64(p)))
+                .collect(),
+        )
+    }
+
+    /// Each placeholder as (text, base64).
+    pub fn both(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(t, b)| (t.as_str(), b.as_str()))
+    }
+
+    /// Each placeholder as text.
+    pub fn texts(&self) -> Vec<&str> {
+        self.0.iter().map(|(t, _)| t.as_str()).collect()
+    }
+}
+
+impl Default for Placeholders {
+    fn default() -> Self {
+        Placeholders::new(None)
+    }
 }
 
 pub use debezium::UNAVAILABLE;

@@ -336,7 +336,7 @@ fn unavailable_values_are_listed_as_unchanged_not_passed_on() {
     // A placeholder of the connector's own.
     let value = br#"{"op": "u", "after": {"id": 1, "note": "<toasted>", "other": "__debezium_unavailable_value"}}"#;
     let opts = DecodeOptions {
-        unavailable_placeholder: Some("<toasted>".into()),
+        placeholders: Placeholders::new(Some("<toasted>")),
         ..Default::default()
     };
     let c = change(decode(

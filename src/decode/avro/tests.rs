@@ -361,7 +361,7 @@ fn an_unavailable_bytea_value_is_listed_unchanged_not_stored() {
     let value = schema().decode(&bytes[5..]).unwrap();
     assert_eq!(value["after"]["photo"], "__debezium_unavailable_value");
     let opts = crate::decode::DecodeOptions {
-        unavailable_placeholder: Some("__custom_placeholder".into()),
+        placeholders: crate::decode::Placeholders::new(Some("__custom_placeholder")),
         ..Default::default()
     };
     let crate::decode::Decoded::Change(c) = crate::decode::decode_values(

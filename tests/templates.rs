@@ -455,6 +455,20 @@ async fn l1_cleanse_normalises_each_source_into_the_union() {
             .await,
         ["crm9:+821099990000", "sales1:+821012345678"]
     );
+    // A name of two fields is null when one is blank: a rule on the name
+    // never matches on the surname alone.
+    let no_first = ev(
+        "c",
+        json!({"CONTACT_ID": 10}),
+        Some(json!({"CONTACT_ID": 10, "LAST_NAME": "Lee", "FIRST_NAME": " ", "PHONE": null})),
+        250,
+    );
+    call(&db, "l1.cleanse_crm", no_first).await.unwrap();
+    assert_eq!(
+        db.strings("select source_key || ':' || coalesce(name, '(none)') from l1.union where system = 'crm' order by 1")
+            .await,
+        ["10:(none)", "9:Lee Seoyeon"]
+    );
     call(&db, "l1.cleanse_crm", ev("t", json!({}), None, 300))
         .await
         .unwrap();

@@ -150,6 +150,14 @@ impl Kafka {
 
 /// Renders `procedure` from `template` with `vars` (YAML) and applies it.
 pub async fn install(db: &TestDb, procedure: &str, template: &str, vars: &str) {
+    let sql = rendered(procedure, template, vars).unwrap_or_else(|e| panic!("{e}"));
+    db.exec(&sql).await;
+}
+
+/// The SQL of `procedure` rendered from `template` with `vars` (YAML), as
+/// `pgchain render` writes it for a config file `t.yaml`, or the render
+/// errors.
+pub fn rendered(procedure: &str, template: &str, vars: &str) -> Result<String, String> {
     let vars = vars
         .lines()
         .map(|l| format!("      {l}\n"))
@@ -165,8 +173,8 @@ pub async fn install(db: &TestDb, procedure: &str, template: &str, vars: &str) {
         &root.join("sql/templates"),
         &root.join("sql/migrations"),
     )
-    .unwrap_or_else(|e| panic!("{e:?}"));
-    db.exec(&rendered[0].sql).await;
+    .map_err(|e| e.join("\n"))?;
+    Ok(rendered[0].sql.clone())
 }
 
 /// A fresh directory for one test's files.

@@ -16,6 +16,7 @@ alter table l1.member_union add column if not exists email text;
 alter table l1.member_union add column if not exists birth_date date;
 alter table l1.member_union add column if not exists address text;
 alter table l1.member_union add column if not exists source_ts_ms bigint;
+alter table l1.member_union add column if not exists created_ts_ms bigint;
 alter table l1.member_union add column if not exists updated_at timestamptz not null default now();
 
 -- Every source of the union must declare an attribute with one type.
@@ -77,7 +78,7 @@ begin
   v_4 := null;
   v_5 := null;
   insert into l1.member_union as u
-    (system, source_key, name, phone, phone_kind, phone_identifies, email, birth_date, address, source_ts_ms, updated_at)
+    (system, source_key, name, phone, phone_kind, phone_identifies, email, birth_date, address, source_ts_ms, created_ts_ms, updated_at)
   values (
     'options', v_key,
     v_1,
@@ -85,9 +86,9 @@ begin
     v_3,
     v_4,
     v_5,
-    v_ts, now())
+    v_ts, v_ts, now())
   on conflict (system, source_key) do update
-     set (source_ts_ms, name, phone, phone_kind, phone_identifies, email, birth_date, address, updated_at)
-       = (excluded.source_ts_ms, excluded.name, excluded.phone, excluded.phone_kind, excluded.phone_identifies, excluded.email, excluded.birth_date, excluded.address, now())
+     set (source_ts_ms, name, phone, phone_kind, phone_identifies, email, birth_date, address, created_ts_ms, updated_at)
+       = (excluded.source_ts_ms, excluded.name, excluded.phone, excluded.phone_kind, excluded.phone_identifies, excluded.email, excluded.birth_date, excluded.address, least(u.created_ts_ms, excluded.created_ts_ms), now())
    where u.source_ts_ms is null or excluded.source_ts_ms is null or u.source_ts_ms <= excluded.source_ts_ms;
 end $$;

@@ -27,7 +27,7 @@ use tokio_postgres::types::Json;
 /// representative number (never identifies).
 const GENERATE: &str = "
 insert into l1.member_union
-  (system, source_key, name, phone, phone_kind, phone_identifies, email, birth_date, source_ts_ms, updated_at)
+  (system, source_key, name, phone, phone_kind, phone_identifies, email, birth_date, source_ts_ms, created_ts_ms, updated_at)
 select sys, case sys when 'options' then 'M' || p else p::text end,
        (array['Kim','Lee','Park','Choi','Jung','Kang','Cho','Yoon','Jang','Lim'])[1 + p % 10]
          || ' ' || 'G' || (p / 10 % 9973),
@@ -36,7 +36,7 @@ select sys, case sys when 'options' then 'M' || p else p::text end,
             when sys <> home and p % 2 = 0 then 'p' || p || '@work.example.com'
             else 'p' || p || '@example.com' end,
        case when sys <> 'sales' then date '1950-01-01' + (p * 7919 % 20000)::int end,
-       1767225600000 + p * 10 + n, now()
+       1767225600000 + p * 10 + n, 1767225600000 + p * 10 + n, now()
   from (select p, n, home, sys,
                case when p % 500 = 3 then '+8215881234'
                     when p % 1000 = 7 then '+82100000' || lpad((p / 1000 % 20)::text, 4, '0')

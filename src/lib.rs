@@ -34,6 +34,7 @@ pub mod dispatcher;
 pub mod dlq;
 pub mod embedded;
 pub mod event;
+pub mod identity;
 pub mod init;
 pub mod kafka;
 pub mod ops;

@@ -453,20 +453,25 @@ fn rec(phone: Option<&str>, email: Option<&str>, name: Option<&str>, birth: Opti
     }
 }
 
+/// explain's hops: (from, rule, matched values, to, every rule the two match on).
 async fn explain(
     g: &Graph,
     a: (&str, &str),
     b: (&str, &str),
-) -> Vec<(String, String, String, String)> {
+) -> Vec<(String, String, Value, String, Vec<String>)> {
     g.client
         .query(
-            &format!("select from_system || '/' || from_key, rule, value, to_system || '/' || to_key from {}.explain($1, $2, $3, $4) order by hop", g.schema),
+            &format!("select from_system || '/' || from_key, rule, matched, to_system || '/' || to_key, rules, linked_at is not null
+                        from {}.explain($1, $2, $3, $4) order by hop", g.schema),
             &[&a.0, &a.1, &b.0, &b.1],
         )
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .map(|r| {
+            assert!(r.get::<_, bool>(5), "every link says when it was made");
+            (r.get(0), r.get(1), r.get::<_, Json<Value>>(2).0, r.get(3), r.get(4))
+        })
         .collect()
 }
 
@@ -543,14 +548,64 @@ async fn a_new_record_chains_three_clusters_and_deleting_it_splits_them() {
             (
                 "crm/a".into(),
                 "phone".into(),
-                "010-1111-2222".into(),
-                "crm/d".into()
+                json!({"phone": "010-1111-2222"}),
+                "crm/d".into(),
+                vec!["phone".to_string()],
             ),
             (
                 "crm/d".into(),
                 "name_birth".into(),
-                "kim minsu\u{1f}1990-01-02".into(),
-                "options/c".into()
+                json!({"name": "kim minsu", "birth_date": "1990-01-02"}),
+                "options/c".into(),
+                vec!["name_birth".to_string()],
+            ),
+        ]
+    );
+    // The whole cluster, as a steward sees it: each shared value once,
+    // with its bearers, clean values, and when it linked.
+    let links = g
+        .client
+        .query(
+            "select rule, matched, state, records, elsewhere from g.explain_cluster('options', 'c') order by rule",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                r.get::<_, Json<Value>>(1).0,
+                r.get::<_, String>(2),
+                r.get::<_, Json<Value>>(3).0,
+                r.get::<_, i64>(4),
+            )
+        })
+        .collect::<Vec<_>>();
+    let bearers = |x: &str, y: &str| json!([{"system": "crm", "source_key": x}, {"system": y.split('/').next().unwrap(), "source_key": y.split('/').nth(1).unwrap()}]);
+    assert_eq!(
+        links,
+        vec![
+            (
+                "email".to_string(),
+                json!({"email": "kim@example.com"}),
+                "links".to_string(),
+                bearers("d", "sales/b"),
+                0
+            ),
+            (
+                "name_birth".to_string(),
+                json!({"name": "kim minsu", "birth_date": "1990-01-02"}),
+                "links".to_string(),
+                bearers("d", "options/c"),
+                0
+            ),
+            (
+                "phone".to_string(),
+                json!({"phone": "010-1111-2222"}),
+                "links".to_string(),
+                json!([{"system": "crm", "source_key": "a"}, {"system": "crm", "source_key": "d"}]),
+                0
             ),
         ]
     );
@@ -1312,9 +1367,37 @@ async fn the_customer_example_runs_from_three_sources_to_golden_records_and_the_
     assert_eq!(changes.len(), 7, "{changes:?}");
     // Why are the sales and the CRM record one customer:
     let why = db
-        .strings("select rule || ' ' || replace(value, chr(31), '/') from idr.explain('sales', '1', 'crm', '1')")
+        .strings(
+            "select rule || ' ' || (matched->>'email') from idr.explain('sales', '1', 'crm', '1')",
+        )
         .await;
     assert_eq!(why, ["email kim@example.com"]);
+
+    // The steward asks the same from the command line.
+    let ask = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgchain"))
+            .args(["identity", "explain", "-c", concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines.yaml")])
+            .args(args)
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let pair: Value = serde_json::from_str(&ask(&["sales:1", "crm:1", "--json"])).unwrap();
+    assert_eq!(
+        (&pair[0]["from"], &pair[0]["rule"], &pair[0]["matched"], &pair[0]["to"]),
+        (&json!("sales:1"), &json!("email"), &json!({"email": "kim@example.com"}), &json!("crm:1"))
+    );
+    let table = ask(&["options:M000001"]);
+    assert!(
+        table.lines().any(|l| l.starts_with("email ") && l.contains("email=kim@example.com") && l.contains("crm:1 options:M000001 sales:1")),
+        "{table}"
+    );
+    assert!(
+        table.lines().any(|l| l.starts_with("phone ") && l.contains("phone=+821012345678")),
+        "{table}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -83,6 +83,27 @@ enum DlqCommand {
 }
 
 #[derive(Subcommand)]
+enum IdentityCommand {
+    /// Why two records are one entity (every hop: rule, matched values,
+    /// other rules, when), or with one record, every link of its cluster.
+    Explain {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        /// The identity_link procedure whose graph to ask (needed when the
+        /// config has several).
+        #[arg(long)]
+        procedure: Option<String>,
+        /// A record, as system:source_key.
+        record: pgchain::identity::RecordRef,
+        /// A second record: explain the links between the two.
+        other: Option<pgchain::identity::RecordRef>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Write a new project: pipelines.yaml, sql/migrations, sql/templates, README.
     Init {
@@ -151,6 +172,11 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// A data steward's questions to an identity graph.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
     },
     /// Compare a source table with its copy by key; --repair re-emits the differences.
     Verify(VerifyArgs),
@@ -288,6 +314,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             render(&config, check)
         }
         Command::Dlq { command } => dlq(command).await,
+        Command::Identity { command } => identity(command).await,
         Command::Verify(args) => {
             let args = pgchain::verify::VerifyArgs::from(args);
             let config = load(&args.config)?;
@@ -347,6 +374,54 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
             let ids = pgchain::dlq::discard(&load(&config)?, &filter.into(), all, &reason).await?;
             let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
             println!("discarded {}{}", ids.len(), list(&ids));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn identity(command: IdentityCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        IdentityCommand::Explain {
+            config,
+            procedure,
+            record,
+            other,
+            json,
+        } => {
+            let config = load(&config)?;
+            let schema = pgchain::identity::graph_schema(&config, procedure.as_deref())?;
+            let client = pgchain::db::connect(&config.postgres.url).await?;
+            match other {
+                Some(other) => {
+                    let hops =
+                        pgchain::identity::explain(&client, &schema, &record, &other).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&hops)?);
+                    } else if hops.is_empty() {
+                        println!(
+                            "{}:{} and {}:{} are not linked",
+                            record.system, record.source_key, other.system, other.source_key
+                        );
+                    } else {
+                        print!("{}", pgchain::identity::hops_table(&hops));
+                    }
+                }
+                None => {
+                    let links =
+                        pgchain::identity::explain_cluster(&client, &schema, &record).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&links)?);
+                    } else if let Some(first) = links.first() {
+                        println!("cluster {}", first.cluster_id);
+                        print!("{}", pgchain::identity::links_table(&links));
+                    } else {
+                        println!(
+                            "{}:{} has no links in {schema}",
+                            record.system, record.source_key
+                        );
+                    }
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

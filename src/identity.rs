@@ -1,0 +1,242 @@
+//! `pgchain identity …`: a data steward's questions to an identity graph,
+//! answered by the graph's own SQL functions (`explain`, `explain_cluster`,
+//! which the identity_link template renders). The graph is the `schema` of
+//! an identity_link procedure of pipelines.yaml.
+
+use crate::config::Config;
+use anyhow::{Context, bail};
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::types::Json;
+
+/// A record of the union, written `system:source_key` on the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordRef {
+    pub system: String,
+    pub source_key: String,
+}
+
+impl std::str::FromStr for RecordRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            Some((system, key)) if !system.is_empty() && !key.is_empty() => Ok(RecordRef {
+                system: system.to_string(),
+                source_key: key.to_string(),
+            }),
+            _ => Err(format!(
+                "`{s}`: a record is written system:source_key (e.g. crm:7)"
+            )),
+        }
+    }
+}
+
+/// The graph schema of the identity_link procedure `procedure`, or of the
+/// only one the config has.
+pub fn graph_schema(config: &Config, procedure: Option<&str>) -> anyhow::Result<String> {
+    let links: Vec<(&String, &crate::config::ProcedureSpec)> = config
+        .procedures
+        .iter()
+        .filter(|(name, p)| p.template == "identity_link" && procedure.is_none_or(|w| w == *name))
+        .collect();
+    let (name, spec) = match (links.as_slice(), procedure) {
+        ([one], _) => *one,
+        ([], Some(p)) => bail!("no identity_link procedure `{p}` in the config"),
+        ([], None) => bail!("the config has no identity_link procedure"),
+        (many, _) => bail!(
+            "the config has several identity_link procedures ({}); name one with --procedure",
+            many.iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    match spec.vars.get("schema") {
+        Some(serde_yaml::Value::String(s)) => Ok(s.clone()),
+        _ => bail!("procedure `{name}`: vars.schema is not a schema name"),
+    }
+}
+
+/// One hop of `explain`: why two records are one entity.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hop {
+    pub hop: i32,
+    pub from: String,
+    pub rule: String,
+    pub matched: Value,
+    pub to: String,
+    /// Every rule the hop's two records match on.
+    pub rules: Vec<String>,
+    pub linked_at: Option<String>,
+}
+
+/// One shared value of `explain_cluster`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Link {
+    pub cluster_id: i64,
+    pub rule: String,
+    pub matched: Value,
+    /// links, held or generic.
+    pub state: String,
+    pub records: Value,
+    /// Bearers of the value in other clusters.
+    pub elsewhere: i64,
+    pub linked_at: Option<String>,
+}
+
+fn schema_ident(schema: &str) -> anyhow::Result<String> {
+    crate::render::quote_ident(schema).map_err(|e| anyhow::anyhow!("graph schema: {e}"))
+}
+
+/// The chain of links between two records (empty: not one entity).
+pub async fn explain(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    a: &RecordRef,
+    b: &RecordRef,
+) -> anyhow::Result<Vec<Hop>> {
+    let sql = format!(
+        "select hop, from_system || ':' || from_key, rule, matched, to_system || ':' || to_key, rules,
+                to_char(linked_at, 'YYYY-MM-DD HH24:MI:SSOF')
+           from {}.explain($1, $2, $3, $4) order by hop",
+        schema_ident(schema)?
+    );
+    let rows = client
+        .query(&sql, &[&a.system, &a.source_key, &b.system, &b.source_key])
+        .await
+        .with_context(|| format!("{schema}.explain; is the identity_link procedure migrated?"))?;
+    Ok(rows
+        .iter()
+        .map(|r| Hop {
+            hop: r.get(0),
+            from: r.get(1),
+            rule: r.get(2),
+            matched: r.get::<_, Json<Value>>(3).0,
+            to: r.get(4),
+            rules: r.get(5),
+            linked_at: r.get(6),
+        })
+        .collect())
+}
+
+/// Every link of the record's cluster (empty: the graph has no such record).
+pub async fn explain_cluster(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    a: &RecordRef,
+) -> anyhow::Result<Vec<Link>> {
+    let sql = format!(
+        "select cluster_id, rule, matched, state, records, elsewhere, to_char(linked_at, 'YYYY-MM-DD HH24:MI:SSOF')
+           from {}.explain_cluster($1, $2)",
+        schema_ident(schema)?
+    );
+    let rows = client
+        .query(&sql, &[&a.system, &a.source_key])
+        .await
+        .with_context(|| {
+            format!("{schema}.explain_cluster; is the identity_link procedure migrated?")
+        })?;
+    Ok(rows
+        .iter()
+        .map(|r| Link {
+            cluster_id: r.get(0),
+            rule: r.get(1),
+            matched: r.get::<_, Json<Value>>(2).0,
+            state: r.get(3),
+            records: r.get::<_, Json<Value>>(4).0,
+            elsewhere: r.get(5),
+            linked_at: r.get(6),
+        })
+        .collect())
+}
+
+/// Matched values as `column=value, …`, in the rule's column order as stored.
+fn values(matched: &Value) -> String {
+    match matched {
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().map_or(v.to_string(), str::to_string)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    }
+}
+
+pub fn hops_table(hops: &[Hop]) -> String {
+    let mut out = format!(
+        "{:>3}  {:<24}  {:<12}  {:<40}  {:<24}  {:<20}  {}\n",
+        "HOP", "FROM", "RULE", "MATCHED", "TO", "ALSO", "LINKED AT"
+    );
+    for h in hops {
+        let also: Vec<&str> = h
+            .rules
+            .iter()
+            .map(String::as_str)
+            .filter(|r| *r != h.rule)
+            .collect();
+        out.push_str(&format!(
+            "{:>3}  {:<24}  {:<12}  {:<40}  {:<24}  {:<20}  {}\n",
+            h.hop,
+            h.from,
+            h.rule,
+            values(&h.matched),
+            h.to,
+            if also.is_empty() {
+                "-".to_string()
+            } else {
+                also.join(",")
+            },
+            h.linked_at.as_deref().unwrap_or("-")
+        ));
+    }
+    out
+}
+
+pub fn links_table(links: &[Link]) -> String {
+    let mut out = format!(
+        "{:<12}  {:<8}  {:<40}  {:<40}  {:>9}  {}\n",
+        "RULE", "STATE", "MATCHED", "RECORDS", "ELSEWHERE", "LINKED AT"
+    );
+    for l in links {
+        let records = l
+            .records
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        format!(
+                            "{}:{}",
+                            r["system"].as_str().unwrap_or("?"),
+                            r["source_key"].as_str().unwrap_or("?")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:<12}  {:<8}  {:<40}  {:<40}  {:>9}  {}\n",
+            l.rule,
+            l.state,
+            values(&l.matched),
+            records,
+            l.elsewhere,
+            l.linked_at.as_deref().unwrap_or("-")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_system_colon_key() {
+        let r: RecordRef = "crm:7:a".parse().unwrap();
+        assert_eq!((r.system.as_str(), r.source_key.as_str()), ("crm", "7:a"));
+        assert!("crm".parse::<RecordRef>().is_err());
+        assert!(":7".parse::<RecordRef>().is_err());
+    }
+}

@@ -85,6 +85,14 @@ pub struct Link {
     pub linked_at: Option<String>,
 }
 
+/// The database's own words and SQLSTATE, for a refused steward action.
+fn said(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} (SQLSTATE {})", d.message(), d.code().code()),
+        None => e.to_string(),
+    }
+}
+
 fn schema_ident(schema: &str) -> anyhow::Result<String> {
     crate::render::quote_ident(schema).map_err(|e| anyhow::anyhow!("graph schema: {e}"))
 }
@@ -149,6 +157,53 @@ pub async fn explain_cluster(
             linked_at: r.get(6),
         })
         .collect())
+}
+
+/// A steward's override: `must_link` two records (who and why kept), or
+/// revoke one by id. Runs the graph's SQL function, which re-links the
+/// records, recomputes golden records and publishes them; returns its
+/// answer (`clusters`, `merged`, `split`, and the override's id).
+pub async fn must_link(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    a: &RecordRef,
+    b: &RecordRef,
+    by: &str,
+    why: &str,
+) -> anyhow::Result<Value> {
+    let sql = format!(
+        "select {}.must_link($1, $2, $3, $4, $5, $6)",
+        schema_ident(schema)?
+    );
+    let row = client
+        .query_one(
+            &sql,
+            &[
+                &a.system,
+                &a.source_key,
+                &b.system,
+                &b.source_key,
+                &by,
+                &why,
+            ],
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{schema}.must_link: {}", said(&e)))?;
+    Ok(row.get::<_, Json<Value>>(0).0)
+}
+
+pub async fn revoke(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    id: i64,
+    by: &str,
+) -> anyhow::Result<Value> {
+    let sql = format!("select {}.revoke_override($1, $2)", schema_ident(schema)?);
+    let row = client
+        .query_one(&sql, &[&id, &by])
+        .await
+        .map_err(|e| anyhow::anyhow!("{schema}.revoke_override: {}", said(&e)))?;
+    Ok(row.get::<_, Json<Value>>(0).0)
 }
 
 /// Matched values as `column=value, …`, in the rule's column order as stored.

@@ -1245,6 +1245,142 @@ async fn the_oldest_record_is_source_order_whatever_order_events_arrive_in() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_must_link_override_joins_two_clusters_per_event_and_in_rebuild_until_revoked() {
+    let db = TestDb::new("id_must_link").await;
+    let g = Graph::new(&db, "g", "").await;
+    install(
+        &db,
+        "g.unify",
+        "identity_unify",
+        &format!("schema: g\nsource: g.u\n{UNIFY}"),
+    )
+    .await;
+    install(&db, "g.publish", "identity_publish", "schema: g").await;
+    chain(
+        &g,
+        "crm",
+        "1",
+        Some(&rec(Some("p1"), None, Some("Kim"), None)),
+        100,
+    )
+    .await;
+    chain(
+        &g,
+        "sales",
+        "2",
+        Some(&rec(None, Some("e2"), Some("Kim M"), None)),
+        200,
+    )
+    .await;
+    let (a, b) = (g.cluster("crm", "1").await, g.cluster("sales", "2").await);
+    assert_ne!(a, b);
+
+    // Who and why are required; the records must exist.
+    let refused = g
+        .client
+        .query_one(
+            "select g.must_link('crm', '1', 'sales', '2', 'ana', ' ')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code().unwrap().code(), "22023");
+    let refused = g
+        .client
+        .query_one(
+            "select g.must_link('crm', '1', 'sales', '9', 'ana', 'called them')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .as_db_error()
+            .unwrap()
+            .message()
+            .contains("no record sales:9 in the graph"),
+        "{refused:?}"
+    );
+
+    let out: Json<Value> = g
+        .client
+        .query_one("select g.must_link('crm', '1', 'sales', '2', 'ana', 'same customer, confirmed by phone')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let id = out.0["override"].as_i64().unwrap();
+    assert_eq!(out.0["merged"], json!({b.to_string(): a}));
+    assert_eq!(g.cluster("sales", "2").await, a);
+    // The golden record follows, and the outbox says why.
+    assert_eq!(golden(&g, a).await["records"], json!(2));
+    assert_eq!(golden(&g, b).await["status"], json!("merged"));
+    let cause: Json<Value> = g
+        .client
+        .query_one(
+            "select cause from g.outbox where change = 'merged_into'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cause.0, json!({"override": id, "by": "ana"}));
+    let hops = explain(&g, ("crm", "1"), ("sales", "2")).await;
+    assert_eq!(
+        (hops[0].1.as_str(), &hops[0].2),
+        ("must_link", &json!({"override": id}))
+    );
+
+    // A later event of either record keeps them together, and so does rebuild.
+    chain(
+        &g,
+        "sales",
+        "2",
+        Some(&rec(None, Some("e3"), Some("Kim M"), None)),
+        300,
+    )
+    .await;
+    assert_eq!(g.cluster("sales", "2").await, g.cluster("crm", "1").await);
+    g.client.batch_execute("call g.rebuild()").await.unwrap();
+    assert_eq!(g.cluster("sales", "2").await, g.cluster("crm", "1").await);
+
+    // Revoked: apart again, per event and in rebuild; the override stays on record.
+    let out: Json<Value> = g
+        .client
+        .query_one("select g.revoke_override($1, 'ben')", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        out.0["split"].as_object().map(|m| m.len()),
+        Some(1),
+        "{out:?}"
+    );
+    assert_ne!(g.cluster("sales", "2").await, g.cluster("crm", "1").await);
+    g.client.batch_execute("call g.rebuild()").await.unwrap();
+    assert_ne!(g.cluster("sales", "2").await, g.cluster("crm", "1").await);
+    assert_eq!(
+        g.i64("select count(*) from {s}.overrides where revoked_by = 'ben' and made_by = 'ana' and why = 'same customer, confirmed by phone'").await,
+        1
+    );
+}
+
+#[test]
+fn a_rule_named_must_link_is_a_render_error() {
+    let err = common::rendered(
+        "g.link",
+        "identity_link",
+        "schema: g\nsource: g.u\nrules:\n  must_link: {columns: [phone]}",
+    )
+    .unwrap_err();
+    assert!(
+        err.contains(
+            "rules: `must_link` is the rule of a steward's overrides; name the rule otherwise"
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_customer_example_runs_from_three_sources_to_golden_records_and_the_outbox() {
     use pgchain::samples::event;
     let db = TestDb::new("id_example").await;
@@ -1376,27 +1512,105 @@ async fn the_customer_example_runs_from_three_sources_to_golden_records_and_the_
     // The steward asks the same from the command line.
     let ask = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgchain"))
-            .args(["identity", "explain", "-c", concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines.yaml")])
+            .args([
+                "identity",
+                "explain",
+                "-c",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines.yaml"),
+            ])
             .args(args)
             .env("DATABASE_URL", &db.url)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let pair: Value = serde_json::from_str(&ask(&["sales:1", "crm:1", "--json"])).unwrap();
     assert_eq!(
-        (&pair[0]["from"], &pair[0]["rule"], &pair[0]["matched"], &pair[0]["to"]),
-        (&json!("sales:1"), &json!("email"), &json!({"email": "kim@example.com"}), &json!("crm:1"))
+        (
+            &pair[0]["from"],
+            &pair[0]["rule"],
+            &pair[0]["matched"],
+            &pair[0]["to"]
+        ),
+        (
+            &json!("sales:1"),
+            &json!("email"),
+            &json!({"email": "kim@example.com"}),
+            &json!("crm:1")
+        )
     );
     let table = ask(&["options:M000001"]);
     assert!(
-        table.lines().any(|l| l.starts_with("email ") && l.contains("email=kim@example.com") && l.contains("crm:1 options:M000001 sales:1")),
+        table.lines().any(|l| l.starts_with("email ")
+            && l.contains("email=kim@example.com")
+            && l.contains("crm:1 options:M000001 sales:1")),
         "{table}"
     );
     assert!(
-        table.lines().any(|l| l.starts_with("phone ") && l.contains("phone=+821012345678")),
+        table
+            .lines()
+            .any(|l| l.starts_with("phone ") && l.contains("phone=+821012345678")),
         "{table}"
+    );
+
+    // Overrides from the command line: Park and Choi linked by hand, then
+    // the override revoked; a record that does not exist is refused.
+    let steward = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pgchain"))
+            .arg("identity")
+            .args(args)
+            .args(["-c", concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines.yaml")])
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .unwrap()
+    };
+    let linked = steward(&[
+        "must-link",
+        "sales:3",
+        "options:M000004",
+        "--by",
+        "ana",
+        "--why",
+        "one shop owner",
+    ]);
+    assert!(
+        linked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&linked.stderr)
+    );
+    let linked: Value = serde_json::from_slice(&linked.stdout).unwrap();
+    let override_id = linked["override"].as_i64().unwrap();
+    let hop: Value = serde_json::from_str(&ask(&["sales:3", "options:M000004", "--json"])).unwrap();
+    assert_eq!(
+        (&hop[0]["rule"], &hop[0]["matched"]),
+        (&json!("must_link"), &json!({"override": override_id}))
+    );
+    let revoked = steward(&["revoke", &override_id.to_string(), "--by", "ben"]);
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    assert!(ask(&["sales:3", "options:M000004"]).contains("are not linked"));
+    let refused = steward(&[
+        "must-link",
+        "sales:3",
+        "sales:99",
+        "--by",
+        "ana",
+        "--why",
+        "typo",
+    ]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("idr.must_link: idr: no record sales:99 in the graph (SQLSTATE 22023)"),
+        "{said}"
     );
 }
 

@@ -101,6 +101,32 @@ enum IdentityCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Link two records by hand (kept in the graph's overrides with who and
+    /// why; honoured per event and by rebuild) and update their golden records.
+    MustLink {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        procedure: Option<String>,
+        record: pgchain::identity::RecordRef,
+        other: pgchain::identity::RecordRef,
+        /// Who makes the override.
+        #[arg(long)]
+        by: String,
+        /// Why.
+        #[arg(long)]
+        why: String,
+    },
+    /// Revoke an override by its id: its records are re-linked without it.
+    Revoke {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        procedure: Option<String>,
+        id: i64,
+        #[arg(long)]
+        by: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -422,6 +448,33 @@ async fn identity(command: IdentityCommand) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+        }
+        IdentityCommand::MustLink {
+            config,
+            procedure,
+            record,
+            other,
+            by,
+            why,
+        } => {
+            let config = load(&config)?;
+            let schema = pgchain::identity::graph_schema(&config, procedure.as_deref())?;
+            let client = pgchain::db::connect(&config.postgres.url).await?;
+            let out =
+                pgchain::identity::must_link(&client, &schema, &record, &other, &by, &why).await?;
+            println!("{}", serde_json::to_string(&out)?);
+        }
+        IdentityCommand::Revoke {
+            config,
+            procedure,
+            id,
+            by,
+        } => {
+            let config = load(&config)?;
+            let schema = pgchain::identity::graph_schema(&config, procedure.as_deref())?;
+            let client = pgchain::db::connect(&config.postgres.url).await?;
+            let out = pgchain::identity::revoke(&client, &schema, id, &by).await?;
+            println!("{}", serde_json::to_string(&out)?);
         }
     }
     Ok(ExitCode::SUCCESS)

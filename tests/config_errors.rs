@@ -221,6 +221,7 @@ fn the_shipped_examples_are_valid() {
         ("pipelines.yaml", 3, 9),
         ("examples/campaign/pipelines.yaml", 3, 3),
         ("examples/blank/pipelines.yaml", 1, 1),
+        ("examples/people/pipelines.yaml", 3, 5),
     ] {
         let config = Config::load(&root.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(config.pipelines.len(), pipelines, "{file}");

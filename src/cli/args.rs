@@ -90,7 +90,7 @@ impl From<VerifyArgs> for pgchain::verify::VerifyArgs {
 }
 
 /// `pgchain bench`: the contenders share these; `--verify-rows`,
-/// `--identity` and `--avro` each run another benchmark instead.
+/// `--identity`, `--quality` and `--avro` each run another benchmark instead.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Events to run through each contender.
@@ -127,6 +127,11 @@ pub struct BenchArgs {
     /// Debezium JSON with the inline schema, then end to end).
     #[arg(long)]
     pub avro: bool,
+    /// Instead: pairwise precision, recall and F1 of the people example's
+    /// identity rules on this many generated people with known truth
+    /// (migrations from examples/people/sql/migrations).
+    #[arg(long)]
+    pub quality: Option<usize>,
     /// Change events of the --identity run.
     #[arg(long, default_value_t = 20_000)]
     pub identity_events: usize,

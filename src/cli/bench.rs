@@ -41,6 +41,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         pgchain::db::migrate(&url, &args.migrations).await?;
         return crate::identity_bench::run(&url, records, args.identity_events, 2).await;
     }
+    if let Some(people) = args.quality {
+        let url = pgchain::db::recreate_database(&args.database_url, &args.database).await?;
+        pgchain::db::migrate(&url, std::path::Path::new("examples/people/sql/migrations")).await?;
+        return crate::quality_bench::run(&url, people).await;
+    }
     if args.avro {
         return crate::avro_bench::run(&args).await;
     }

@@ -13,6 +13,8 @@ mod demo;
 mod identity_bench;
 #[cfg(feature = "tools")]
 mod measure;
+#[cfg(feature = "tools")]
+mod quality_bench;
 
 use args::{FilterArgs, VerifyArgs};
 

@@ -159,51 +159,74 @@ pub async fn explain_cluster(
         .collect())
 }
 
-/// A steward's override: `must_link` two records (who and why kept), or
-/// revoke one by id. Runs the graph's SQL function, which re-links the
-/// records, recomputes golden records and publishes them; returns its
-/// answer (`clusters`, `merged`, `split`, and the override's id).
-pub async fn must_link(
+/// A steward's action: one of the graph's SQL functions (`must_link`,
+/// `revoke_override`, `release_value`, `release_held`), which changes the
+/// graph, re-links the records involved, recomputes their golden records
+/// and publishes them. Returns its answer (`clusters`, `merged`, `split`;
+/// `override` for must_link). A refusal carries the database's words and
+/// SQLSTATE.
+pub async fn steward(
     client: &tokio_postgres::Client,
     schema: &str,
-    a: &RecordRef,
-    b: &RecordRef,
-    by: &str,
-    why: &str,
+    action: Action<'_>,
 ) -> anyhow::Result<Value> {
-    let sql = format!(
-        "select {}.must_link($1, $2, $3, $4, $5, $6)",
-        schema_ident(schema)?
-    );
+    let (function, params): (&str, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>) = match &action
+    {
+        Action::MustLink { a, b, by, why } => (
+            "must_link($1, $2, $3, $4, $5, $6)",
+            vec![&a.system, &a.source_key, &b.system, &b.source_key, by, why],
+        ),
+        Action::Revoke { id, by } => ("revoke_override($1, $2)", vec![id, by]),
+        Action::ReleaseValue {
+            rule,
+            value,
+            by,
+            why,
+        } => ("release_value($1, $2, $3, $4)", vec![rule, value, by, why]),
+        Action::ReleaseHeld {
+            record,
+            rule,
+            value,
+            by,
+        } => (
+            "release_held($1, $2, $3, $4, $5)",
+            vec![&record.system, &record.source_key, rule, value, by],
+        ),
+    };
+    let sql = format!("select {}.{function}", schema_ident(schema)?);
+    let name = function.split('(').next().unwrap_or(function);
     let row = client
-        .query_one(
-            &sql,
-            &[
-                &a.system,
-                &a.source_key,
-                &b.system,
-                &b.source_key,
-                &by,
-                &why,
-            ],
-        )
+        .query_one(&sql, &params)
         .await
-        .map_err(|e| anyhow::anyhow!("{schema}.must_link: {}", said(&e)))?;
+        .map_err(|e| anyhow::anyhow!("{schema}.{name}: {}", said(&e)))?;
     Ok(row.get::<_, Json<Value>>(0).0)
 }
 
-pub async fn revoke(
-    client: &tokio_postgres::Client,
-    schema: &str,
-    id: i64,
-    by: &str,
-) -> anyhow::Result<Value> {
-    let sql = format!("select {}.revoke_override($1, $2)", schema_ident(schema)?);
-    let row = client
-        .query_one(&sql, &[&id, &by])
-        .await
-        .map_err(|e| anyhow::anyhow!("{schema}.revoke_override: {}", said(&e)))?;
-    Ok(row.get::<_, Json<Value>>(0).0)
+/// What a steward does to a graph.
+pub enum Action<'a> {
+    /// Link two records by hand.
+    MustLink {
+        a: &'a RecordRef,
+        b: &'a RecordRef,
+        by: &'a str,
+        why: &'a str,
+    },
+    /// End an override.
+    Revoke { id: i64, by: &'a str },
+    /// Let a generic value link again, for good.
+    ReleaseValue {
+        rule: &'a str,
+        value: &'a str,
+        by: &'a str,
+        why: &'a str,
+    },
+    /// Let a link max_cluster_size held link.
+    ReleaseHeld {
+        record: &'a RecordRef,
+        rule: &'a str,
+        value: &'a str,
+        by: &'a str,
+    },
 }
 
 /// Matched values as `column=value, …`, in the rule's column order as stored.

@@ -716,6 +716,64 @@ async fn blank_and_generic_values_never_link() {
             .await,
         0
     );
+
+    // A steward reviews it: these people are one household after all. The
+    // released value links again, is not made generic by a new bearer, and
+    // rebuild keeps it linking.
+    let refused = g
+        .client
+        .query_one(
+            "select g.release_value('phone', '010-5', 'ana', 'one home')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .as_db_error()
+            .unwrap()
+            .message()
+            .contains("phone value 010-5 is not generic"),
+        "{refused:?}"
+    );
+    g.client
+        .query_one(
+            "select g.release_value('phone', '1588-0000', 'ana', 'one household')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let together = || async {
+        let ids: BTreeSet<i64> = futures::future::join_all(
+            [
+                ("sales", "1"),
+                ("sales", "2"),
+                ("sales", "3"),
+                ("sales", "4"),
+                ("options", "9"),
+            ]
+            .map(|(s, k)| {
+                let g = &g;
+                async move { g.cluster(s, k).await }
+            }),
+        )
+        .await
+        .into_iter()
+        .collect();
+        ids
+    };
+    assert_eq!(together().await.len(), 1);
+    assert_eq!(g.i64("select count(*) from {s}.generic").await, 0);
+    g.put(
+        "sales",
+        "5",
+        &rec(Some("1588-0000"), Some("p5@x.com"), None, None),
+    )
+    .await;
+    assert_eq!(g.cluster("sales", "5").await, g.cluster("sales", "1").await);
+    g.client.batch_execute("call g.rebuild()").await.unwrap();
+    assert_eq!(together().await.len(), 1);
+    assert_eq!(g.i64("select count(*) from {s}.generic").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -780,6 +838,32 @@ async fn a_merge_beyond_the_maximum_cluster_size_is_refused_for_review() {
         1
     );
     assert_eq!(g.i64("select count(*) from {s}.records where cluster_id = (select cluster_id from {s}.records where source_key = '4')").await, 2);
+
+    // Reviewed and released: the held link links, and the two clusters merge.
+    let out: Json<Value> = g
+        .client
+        .query_one(
+            "select g.release_held('sales', 'z', 'phone', '010-7', 'ana')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(out.0["merged"], json!({y.to_string(): x}), "{out:?}");
+    assert_eq!(g.cluster("crm", "4").await, x);
+    assert_eq!(
+        g.i64("select count(*) from {s}.keys where not links").await,
+        0
+    );
+    let again = g
+        .client
+        .query_one(
+            "select g.release_held('sales', 'z', 'phone', '010-7', 'ana')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(again.code().unwrap().code(), "22023");
 }
 
 /// The union rows as they are now, for a from-scratch check.
@@ -1610,6 +1694,27 @@ async fn the_customer_example_runs_from_three_sources_to_golden_records_and_the_
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(
         said.contains("idr.must_link: idr: no record sales:99 in the graph (SQLSTATE 22023)"),
+        "{said}"
+    );
+    // The shop's number never identified anyone (a representative number):
+    // there is nothing generic to release.
+    let release = steward(&[
+        "release",
+        "--rule",
+        "phone",
+        "--value",
+        "+8215881234",
+        "--by",
+        "ana",
+        "--why",
+        "reviewed",
+    ]);
+    assert!(!release.status.success());
+    let said = String::from_utf8_lossy(&release.stderr);
+    assert!(
+        said.contains(
+            "idr.release_value: idr: phone value +8215881234 is not generic (SQLSTATE 22023)"
+        ),
         "{said}"
     );
 }

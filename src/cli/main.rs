@@ -129,6 +129,26 @@ enum IdentityCommand {
         #[arg(long)]
         by: String,
     },
+    /// After review: let a generic value link again, for good, or with a
+    /// record (system:source_key), let its link that max_cluster_size held.
+    Release {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        procedure: Option<String>,
+        /// The record whose held link to release.
+        record: Option<pgchain::identity::RecordRef>,
+        #[arg(long)]
+        rule: String,
+        /// The key value as the graph keeps it (see explain).
+        #[arg(long)]
+        value: String,
+        #[arg(long)]
+        by: String,
+        /// Why (required for a generic value).
+        #[arg(long)]
+        why: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -459,12 +479,13 @@ async fn identity(command: IdentityCommand) -> anyhow::Result<ExitCode> {
             by,
             why,
         } => {
-            let config = load(&config)?;
-            let schema = pgchain::identity::graph_schema(&config, procedure.as_deref())?;
-            let client = pgchain::db::connect(&config.postgres.url).await?;
-            let out =
-                pgchain::identity::must_link(&client, &schema, &record, &other, &by, &why).await?;
-            println!("{}", serde_json::to_string(&out)?);
+            let action = pgchain::identity::Action::MustLink {
+                a: &record,
+                b: &other,
+                by: &by,
+                why: &why,
+            };
+            steward(&config, procedure.as_deref(), action).await?;
         }
         IdentityCommand::Revoke {
             config,
@@ -472,14 +493,50 @@ async fn identity(command: IdentityCommand) -> anyhow::Result<ExitCode> {
             id,
             by,
         } => {
-            let config = load(&config)?;
-            let schema = pgchain::identity::graph_schema(&config, procedure.as_deref())?;
-            let client = pgchain::db::connect(&config.postgres.url).await?;
-            let out = pgchain::identity::revoke(&client, &schema, id, &by).await?;
-            println!("{}", serde_json::to_string(&out)?);
+            let action = pgchain::identity::Action::Revoke { id, by: &by };
+            steward(&config, procedure.as_deref(), action).await?;
+        }
+        IdentityCommand::Release {
+            config,
+            procedure,
+            record,
+            rule,
+            value,
+            by,
+            why,
+        } => {
+            let action = match &record {
+                Some(record) => pgchain::identity::Action::ReleaseHeld {
+                    record,
+                    rule: &rule,
+                    value: &value,
+                    by: &by,
+                },
+                None => pgchain::identity::Action::ReleaseValue {
+                    rule: &rule,
+                    value: &value,
+                    by: &by,
+                    why: why.as_deref().unwrap_or(""),
+                },
+            };
+            steward(&config, procedure.as_deref(), action).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a steward's action on the config's identity graph and prints its answer.
+async fn steward(
+    config: &std::path::Path,
+    procedure: Option<&str>,
+    action: pgchain::identity::Action<'_>,
+) -> anyhow::Result<()> {
+    let config = load(config)?;
+    let schema = pgchain::identity::graph_schema(&config, procedure)?;
+    let client = pgchain::db::connect(&config.postgres.url).await?;
+    let out = pgchain::identity::steward(&client, &schema, action).await?;
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {

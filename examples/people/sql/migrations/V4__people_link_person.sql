@@ -82,6 +82,16 @@ create table if not exists people.overrides (
   revoked_at timestamptz,
   revoked_by text
 );
+-- Generic values a steward released after review: they link again and are
+-- never made generic again, per event or by rebuild.
+create table if not exists people.released (
+  rule        text not null,
+  value       text not null,
+  released_by text not null,
+  why         text not null,
+  released_at timestamptz not null default now(),
+  primary key (rule, value)
+);
 create index if not exists overrides_a on people.overrides (a_system, a_key) where revoked_at is null;
 create index if not exists overrides_b on people.overrides (b_system, b_key) where revoked_at is null;
 
@@ -279,6 +289,8 @@ begin
       from unnest(p_added) a
   loop
     continue when people.max_clusters(v_edge.rule) is null;
+    -- a value a steward released after review is never generic again
+    continue when exists (select 1 from people.released x where x.rule = v_edge.rule and x.value = v_edge.value);
     select count(*) into v_bearers from people.keys b
      where b.rule = v_edge.rule and b.value = v_edge.value and b.links;
     continue when v_bearers <= people.max_clusters(v_edge.rule);
@@ -708,6 +720,46 @@ begin
          || jsonb_build_object('override', v_id);
 end $$;
 
+-- Releases a generic value after review: it links again from now on (its
+-- bearers' clusters merge), and is never made generic again, per event or
+-- by rebuild. Returns what changed.
+create or replace function people.release_value(p_rule text, p_value text, p_by text, p_why text) returns jsonb
+language plpgsql as $$
+declare
+  v_records text[];
+begin
+  if nullif(btrim(p_by), '') is null or nullif(btrim(p_why), '') is null then
+    raise exception '%: a release needs who makes it and why', 'people' using errcode = '22023';
+  end if;
+  delete from people.generic g where g.rule = p_rule and g.value = p_value;
+  if not found then
+    raise exception '%: % value % is not generic', 'people', p_rule, p_value using errcode = '22023';
+  end if;
+  insert into people.released (rule, value, released_by, why) values (p_rule, p_value, p_by, p_why);
+  update people.keys k set links = true where k.rule = p_rule and k.value = p_value;
+  select coalesce(array_agg(array[r.system, r.source_key] order by r.seq), '{}') into v_records
+    from people.keys k join people.records r on r.seq = k.seq
+   where k.rule = p_rule and k.value = p_value;
+  return people.relink_records(v_records, jsonb_build_object('released', jsonb_build_object('rule', p_rule, 'value', p_value), 'by', p_by));
+end $$;
+
+-- Releases a link max_cluster_size held (see review) after review: the
+-- record links through that value again, and its clusters merge.
+create or replace function people.release_held(p_system text, p_key text, p_rule text, p_value text, p_by text) returns jsonb
+language plpgsql as $$
+begin
+  update people.keys k set links = true
+    from people.records r
+   where r.system = p_system and r.source_key = p_key and k.seq = r.seq
+     and k.rule = p_rule and k.value = p_value and not k.links
+     and not exists (select 1 from people.generic g where g.rule = k.rule and g.value = k.value);
+  if not found then
+    raise exception '%: no held link of %:% by % value %', 'people', p_system, p_key, p_rule, p_value using errcode = '22023';
+  end if;
+  return people.relink_records(array[[p_system, p_key]],
+           jsonb_build_object('released_hold', jsonb_build_object('rule', p_rule, 'value', p_value), 'by', p_by));
+end $$;
+
 -- Revokes an override: its records are re-linked without it.
 create or replace function people.revoke_override(p_id bigint, p_by text) returns jsonb
 language plpgsql as $$
@@ -778,6 +830,7 @@ begin
   create temp table identity_candidates on commit drop as
   select k.rule, k.value from people.keys k
    where people.max_clusters(k.rule) is not null
+     and not exists (select 1 from people.released x where x.rule = k.rule and x.value = k.value)
    group by k.rule, k.value having count(*) > people.max_clusters(k.rule);
   update people.keys k set links = false from identity_candidates c where c.rule = k.rule and c.value = k.value;
 end $$;

@@ -26,6 +26,9 @@ create table if not exists idr.keys (
   primary key (rule, value, seq)
 );
 create index if not exists keys_seq on idr.keys (seq);
+-- When the edge was made (by an event or by rebuild); edges from before
+-- this column existed show the upgrade's time.
+alter table idr.keys add column if not exists made_at timestamptz not null default now();
 
 -- Key values that stopped linking: shared by more than max_clusters clusters.
 create table if not exists idr.generic (
@@ -62,6 +65,36 @@ create table if not exists idr.review (
   size       int    not null
 );
 
+-- A steward's overrides: record pairs linked by hand (must_link), with who
+-- and why; honoured per event and by rebuild as a key value of their own
+-- (rule `must_link`, value the override's id). A revoked override stays,
+-- with when.
+create table if not exists idr.overrides (
+  id         bigserial primary key,
+  kind       text not null check (kind in ('must_link')),
+  a_system   text not null,
+  a_key      text not null,
+  b_system   text not null,
+  b_key      text not null,
+  made_by    text not null,
+  why        text not null,
+  made_at    timestamptz not null default now(),
+  revoked_at timestamptz,
+  revoked_by text
+);
+-- Generic values a steward released after review: they link again and are
+-- never made generic again, per event or by rebuild.
+create table if not exists idr.released (
+  rule        text not null,
+  value       text not null,
+  released_by text not null,
+  why         text not null,
+  released_at timestamptz not null default now(),
+  primary key (rule, value)
+);
+create index if not exists overrides_a on idr.overrides (a_system, a_key) where revoked_at is null;
+create index if not exists overrides_b on idr.overrides (b_system, b_key) where revoked_at is null;
+
 -- The key values of one union record.
 create or replace function idr.keys_of(p_system text, p_key text)
 returns table(rule text, value text) language sql stable as $$
@@ -76,6 +109,12 @@ returns table(rule text, value text) language sql stable as $$
         then concat_ws(chr(31), nullif(btrim((u.name)::text), ''), nullif(btrim((u.birth_date)::text), '')) end)
     ) k(rule, value)
    where u.system = p_system and u.source_key = p_key and k.value is not null
+  union all
+  select 'must_link', o.id::text
+    from idr.overrides o
+   where o.kind = 'must_link' and o.revoked_at is null
+     and ((o.a_system = p_system and o.a_key = p_key) or (o.b_system = p_system and o.b_key = p_key))
+     and exists (select 1 from l1.member_union u where u.system = p_system and u.source_key = p_key)
 $$;
 
 -- max_clusters of a rule (null: no limit).
@@ -249,6 +288,8 @@ begin
       from unnest(p_added) a
   loop
     continue when idr.max_clusters(v_edge.rule) is null;
+    -- a value a steward released after review is never generic again
+    continue when exists (select 1 from idr.released x where x.rule = v_edge.rule and x.value = v_edge.value);
     select count(*) into v_bearers from idr.keys b
      where b.rule = v_edge.rule and b.value = v_edge.value and b.links;
     continue when v_bearers <= idr.max_clusters(v_edge.rule);
@@ -514,11 +555,25 @@ begin
     v_added, v_clusters, v_members, v_before);
 end $$;
 
+-- A key value of a rule by column, clean: {column: value}.
+create or replace function idr.matched(p_rule text, p_value text) returns jsonb
+language sql immutable as $$
+  select case p_rule
+    when 'must_link' then jsonb_build_object('override', p_value::bigint)
+    when 'phone' then jsonb_build_object('phone', p_value)
+    when 'email' then jsonb_build_object('email', p_value)
+    when 'name_birth' then jsonb_build_object('name', split_part(p_value, chr(31), 1), 'birth_date', split_part(p_value, chr(31), 2))
+  end
+$$;
+
 -- Why are these two records one customer: the chain of links between them,
--- hop by hop, each with the rule and the key value that made it. No rows:
--- they are not linked.
-create or replace function idr.explain(a_system text, a_key text, b_system text, b_key text)
-returns table(hop int, from_system text, from_key text, rule text, value text, to_system text, to_key text)
+-- hop by hop, each with the rule that made it and the values it matched
+-- ({column: value}), every rule the hop's two records match on, and when
+-- the link was made. No rows: they are not linked.
+drop function if exists idr.explain(text, text, text, text);
+create function idr.explain(a_system text, a_key text, b_system text, b_key text)
+returns table(hop int, from_system text, from_key text, rule text, matched jsonb, to_system text, to_key text,
+              rules text[], linked_at timestamptz)
 language plpgsql stable as $$
 declare
   v_a bigint;
@@ -564,10 +619,166 @@ begin
   foreach v_at in array array(select array_position(v_seen, p) from unnest(v_path) p) loop
     v_hops := v_hops + 1;
     return query
-      select v_hops, f.system, f.source_key, v_rule[v_at], v_value[v_at], t.system, t.source_key
+      select v_hops, f.system, f.source_key, v_rule[v_at], idr.matched(v_rule[v_at], v_value[v_at]), t.system, t.source_key,
+             array(select distinct x.rule from idr.keys x
+                     join idr.keys y on y.rule = x.rule and y.value = x.value and y.links
+                    where x.seq = f.seq and y.seq = t.seq and x.links order by 1),
+             (select greatest(x.made_at, y.made_at) from idr.keys x, idr.keys y
+               where x.rule = v_rule[v_at] and x.value = v_value[v_at] and x.seq = f.seq
+                 and y.rule = x.rule and y.value = x.value and y.seq = t.seq)
         from idr.records f, idr.records t
        where f.seq = v_parent[v_at] and t.seq = v_seen[v_at];
   end loop;
+end $$;
+
+-- Every link of the cluster of one record, for a steward: each key value
+-- its records share, with the rule, the values ({column: value}), the
+-- records that bear it here, and when the last of them was linked. state:
+-- `links`; `held` (a merge beyond max_cluster_size, see review) or
+-- `generic` (shared by too many clusters), with the bearers in other
+-- clusters counted in `elsewhere`.
+create or replace function idr.explain_cluster(p_system text, p_key text)
+returns table(cluster_id bigint, rule text, matched jsonb, state text, records jsonb, elsewhere bigint, linked_at timestamptz)
+language sql stable as $$
+  with mine as (
+    select r.seq, r.system, r.source_key, r.cluster_id
+      from idr.records r
+     where r.cluster_id = (select o.cluster_id from idr.records o where o.system = p_system and o.source_key = p_key)),
+  edges as (
+    select m.cluster_id, k.rule, k.value, k.made_at, m.seq, m.system, m.source_key,
+           case when k.links then 'links'
+                when exists (select 1 from idr.generic g where g.rule = k.rule and g.value = k.value) then 'generic'
+                else 'held' end as state
+      from mine m join idr.keys k on k.seq = m.seq)
+  select e.cluster_id, e.rule, idr.matched(e.rule, e.value), e.state,
+         jsonb_agg(jsonb_build_object('system', e.system, 'source_key', e.source_key) order by e.system, e.source_key),
+         (select count(*) from idr.keys b
+           where b.rule = e.rule and b.value = e.value and b.seq not in (select m.seq from mine m)),
+         max(e.made_at)
+    from edges e
+   group by e.cluster_id, e.rule, e.value, e.state
+  having e.state <> 'links' or count(*) > 1
+   order by max(e.made_at), e.rule, e.value
+$$;
+
+-- Two of link_record's answers as one: every cluster either touched, and
+-- both merges and splits (several records re-linked in one go).
+create or replace function idr.both_changes(a jsonb, b jsonb) returns jsonb
+language sql immutable as $$
+  select jsonb_build_object(
+    'clusters', (select coalesce(jsonb_agg(distinct c order by c), '[]') from jsonb_array_elements((a->'clusters') || (b->'clusters')) c),
+    'merged', (a->'merged') || (b->'merged'),
+    'split', (a->'split') || (b->'split'))
+$$;
+
+-- Re-links the records p_records (an array of [system, source_key]) after a
+-- steward's change, then recomputes their golden records and publishes
+-- them when the graph has unify and publish functions (identity_unify and
+-- identity_publish on this schema). Returns what changed, as link_record.
+create or replace function idr.relink_records(p_records text[], p_cause jsonb) returns jsonb
+language plpgsql as $$
+declare
+  v_out jsonb := jsonb_build_object('clusters', '[]'::jsonb, 'merged', '{}'::jsonb, 'split', '{}'::jsonb);
+  v_one jsonb;
+  v_i   int;
+begin
+  for v_i in 1 .. coalesce(array_length(p_records, 1), 0) loop
+    v_one := idr.link_record(p_records[v_i][1], p_records[v_i][2]);
+    v_out := idr.both_changes(v_out, v_one);
+  end loop;
+  if to_regprocedure(format('%I.unify(bigint[], jsonb, jsonb)', 'idr')) is not null then
+    execute format('select %I.unify($1, $2, $3)', 'idr')
+      using array(select jsonb_array_elements_text(v_out->'clusters')::bigint), v_out->'merged', v_out->'split';
+  end if;
+  if to_regprocedure(format('%I.publish(bigint[], jsonb)', 'idr')) is not null then
+    execute format('select %I.publish($1, $2)', 'idr')
+      using array(select jsonb_array_elements_text(v_out->'clusters')::bigint), p_cause;
+  end if;
+  return v_out;
+end $$;
+
+-- A steward links two records by hand: they are one entity from now on,
+-- per event and in rebuild, until the override is revoked. Who and why are
+-- kept. Returns what changed, with the override's id.
+create or replace function idr.must_link(a_system text, a_key text, b_system text, b_key text, p_by text, p_why text)
+returns jsonb language plpgsql as $$
+declare
+  v_id bigint;
+begin
+  if nullif(btrim(p_by), '') is null or nullif(btrim(p_why), '') is null then
+    raise exception '%: an override needs who makes it and why', 'idr' using errcode = '22023';
+  end if;
+  if (a_system, a_key) = (b_system, b_key) then
+    raise exception '%: a record is linked to itself already', 'idr' using errcode = '22023';
+  end if;
+  if not exists (select 1 from idr.records r where r.system = a_system and r.source_key = a_key) then
+    raise exception '%: no record %:% in the graph', 'idr', a_system, a_key using errcode = '22023';
+  end if;
+  if not exists (select 1 from idr.records r where r.system = b_system and r.source_key = b_key) then
+    raise exception '%: no record %:% in the graph', 'idr', b_system, b_key using errcode = '22023';
+  end if;
+  insert into idr.overrides (kind, a_system, a_key, b_system, b_key, made_by, why)
+  values ('must_link', a_system, a_key, b_system, b_key, p_by, p_why)
+  returning id into v_id;
+  return idr.relink_records(array[[a_system, a_key], [b_system, b_key]],
+           jsonb_build_object('override', v_id, 'by', p_by))
+         || jsonb_build_object('override', v_id);
+end $$;
+
+-- Releases a generic value after review: it links again from now on (its
+-- bearers' clusters merge), and is never made generic again, per event or
+-- by rebuild. Returns what changed.
+create or replace function idr.release_value(p_rule text, p_value text, p_by text, p_why text) returns jsonb
+language plpgsql as $$
+declare
+  v_records text[];
+begin
+  if nullif(btrim(p_by), '') is null or nullif(btrim(p_why), '') is null then
+    raise exception '%: a release needs who makes it and why', 'idr' using errcode = '22023';
+  end if;
+  delete from idr.generic g where g.rule = p_rule and g.value = p_value;
+  if not found then
+    raise exception '%: % value % is not generic', 'idr', p_rule, p_value using errcode = '22023';
+  end if;
+  insert into idr.released (rule, value, released_by, why) values (p_rule, p_value, p_by, p_why);
+  update idr.keys k set links = true where k.rule = p_rule and k.value = p_value;
+  select coalesce(array_agg(array[r.system, r.source_key] order by r.seq), '{}') into v_records
+    from idr.keys k join idr.records r on r.seq = k.seq
+   where k.rule = p_rule and k.value = p_value;
+  return idr.relink_records(v_records, jsonb_build_object('released', jsonb_build_object('rule', p_rule, 'value', p_value), 'by', p_by));
+end $$;
+
+-- Releases a link max_cluster_size held (see review) after review: the
+-- record links through that value again, and its clusters merge.
+create or replace function idr.release_held(p_system text, p_key text, p_rule text, p_value text, p_by text) returns jsonb
+language plpgsql as $$
+begin
+  update idr.keys k set links = true
+    from idr.records r
+   where r.system = p_system and r.source_key = p_key and k.seq = r.seq
+     and k.rule = p_rule and k.value = p_value and not k.links
+     and not exists (select 1 from idr.generic g where g.rule = k.rule and g.value = k.value);
+  if not found then
+    raise exception '%: no held link of %:% by % value %', 'idr', p_system, p_key, p_rule, p_value using errcode = '22023';
+  end if;
+  return idr.relink_records(array[[p_system, p_key]],
+           jsonb_build_object('released_hold', jsonb_build_object('rule', p_rule, 'value', p_value), 'by', p_by));
+end $$;
+
+-- Revokes an override: its records are re-linked without it.
+create or replace function idr.revoke_override(p_id bigint, p_by text) returns jsonb
+language plpgsql as $$
+declare
+  v_o idr.overrides;
+begin
+  update idr.overrides o set revoked_at = now(), revoked_by = p_by
+   where o.id = p_id and o.revoked_at is null
+  returning * into v_o;
+  if v_o.id is null then
+    raise exception '%: no override % in force', 'idr', p_id using errcode = '22023';
+  end if;
+  return idr.relink_records(array[[v_o.a_system, v_o.a_key], [v_o.b_system, v_o.b_key]],
+           jsonb_build_object('revoked_override', p_id, 'by', p_by));
 end $$;
 
 -- rebuild's steps, each a function of its own. They share the transaction's
@@ -610,11 +821,19 @@ begin
         then concat_ws(chr(31), nullif(btrim((u.name)::text), ''), nullif(btrim((u.birth_date)::text), '')) end)
     ) k(rule, value)
    where k.value is not null;
+  insert into idr.keys (rule, value, seq, links)
+  select 'must_link', o.id::text, x.seq, true
+    from idr.overrides o
+    join identity_src x on (x.system = o.a_system and x.source_key = o.a_key)
+                        or (x.system = o.b_system and x.source_key = o.b_key)
+   where o.kind = 'must_link' and o.revoked_at is null
+  on conflict do nothing;
   analyze idr.keys;
 
   create temp table identity_candidates on commit drop as
   select k.rule, k.value from idr.keys k
    where idr.max_clusters(k.rule) is not null
+     and not exists (select 1 from idr.released x where x.rule = k.rule and x.value = k.value)
    group by k.rule, k.value having count(*) > idr.max_clusters(k.rule);
   update idr.keys k set links = false from identity_candidates c where c.rule = k.rule and c.value = k.value;
 end $$;
@@ -739,10 +958,7 @@ begin
     v_out := jsonb_build_object('clusters', '[]'::jsonb, 'merged', '{}'::jsonb, 'split', '{}'::jsonb);
     for v_key in select r.source_key from idr.records r where r.system = v_rec->>'system' order by r.seq loop
       v_one := idr.link_record(v_rec->>'system', v_key);
-      v_out := jsonb_build_object(
-        'clusters', (select jsonb_agg(distinct c order by c) from jsonb_array_elements((v_out->'clusters') || (v_one->'clusters')) c),
-        'merged', (v_out->'merged') || (v_one->'merged'),
-        'split', (v_out->'split') || (v_one->'split'));
+      v_out := idr.both_changes(v_out, v_one);
     end loop;
   else
     if v_rec->>'source_key' is null then

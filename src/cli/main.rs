@@ -436,9 +436,7 @@ async fn identity(command: IdentityCommand) -> anyhow::Result<ExitCode> {
             other,
             json,
         } => {
-            let config = load(&config)?;
-            let schema = pgchain::identity::graph_schema(&config, procedure.as_deref())?;
-            let client = pgchain::db::connect(&config.postgres.url).await?;
+            let (schema, client) = graph(&config, procedure.as_deref()).await?;
             match other {
                 Some(other) => {
                     let hops =
@@ -525,15 +523,24 @@ async fn identity(command: IdentityCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The identity graph of the config (its schema) and a connection to it.
+async fn graph(
+    config: &std::path::Path,
+    procedure: Option<&str>,
+) -> anyhow::Result<(String, tokio_postgres::Client)> {
+    let config = load(config)?;
+    let schema = pgchain::identity::graph_schema(&config, procedure)?;
+    let client = pgchain::db::connect(&config.postgres.url).await?;
+    Ok((schema, client))
+}
+
 /// Runs a steward's action on the config's identity graph and prints its answer.
 async fn steward(
     config: &std::path::Path,
     procedure: Option<&str>,
     action: pgchain::identity::Action<'_>,
 ) -> anyhow::Result<()> {
-    let config = load(config)?;
-    let schema = pgchain::identity::graph_schema(&config, procedure)?;
-    let client = pgchain::db::connect(&config.postgres.url).await?;
+    let (schema, client) = graph(config, procedure).await?;
     let out = pgchain::identity::steward(&client, &schema, action).await?;
     println!("{}", serde_json::to_string(&out)?);
     Ok(())

@@ -663,6 +663,16 @@ language sql stable as $$
    order by max(e.made_at), e.rule, e.value
 $$;
 
+-- Two of link_record's answers as one: every cluster either touched, and
+-- both merges and splits (several records re-linked in one go).
+create or replace function people.both_changes(a jsonb, b jsonb) returns jsonb
+language sql immutable as $$
+  select jsonb_build_object(
+    'clusters', (select coalesce(jsonb_agg(distinct c order by c), '[]') from jsonb_array_elements((a->'clusters') || (b->'clusters')) c),
+    'merged', (a->'merged') || (b->'merged'),
+    'split', (a->'split') || (b->'split'))
+$$;
+
 -- Re-links the records p_records (an array of [system, source_key]) after a
 -- steward's change, then recomputes their golden records and publishes
 -- them when the graph has unify and publish functions (identity_unify and
@@ -676,10 +686,7 @@ declare
 begin
   for v_i in 1 .. coalesce(array_length(p_records, 1), 0) loop
     v_one := people.link_record(p_records[v_i][1], p_records[v_i][2]);
-    v_out := jsonb_build_object(
-      'clusters', (select coalesce(jsonb_agg(distinct c order by c), '[]') from jsonb_array_elements((v_out->'clusters') || (v_one->'clusters')) c),
-      'merged', (v_out->'merged') || (v_one->'merged'),
-      'split', (v_out->'split') || (v_one->'split'));
+    v_out := people.both_changes(v_out, v_one);
   end loop;
   if to_regprocedure(format('%I.unify(bigint[], jsonb, jsonb)', 'people')) is not null then
     execute format('select %I.unify($1, $2, $3)', 'people')
@@ -955,10 +962,7 @@ begin
     v_out := jsonb_build_object('clusters', '[]'::jsonb, 'merged', '{}'::jsonb, 'split', '{}'::jsonb);
     for v_key in select r.source_key from people.records r where r.system = v_rec->>'system' order by r.seq loop
       v_one := people.link_record(v_rec->>'system', v_key);
-      v_out := jsonb_build_object(
-        'clusters', (select jsonb_agg(distinct c order by c) from jsonb_array_elements((v_out->'clusters') || (v_one->'clusters')) c),
-        'merged', (v_out->'merged') || (v_one->'merged'),
-        'split', (v_out->'split') || (v_one->'split'));
+      v_out := people.both_changes(v_out, v_one);
     end loop;
   else
     if v_rec->>'source_key' is null then

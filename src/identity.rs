@@ -3,6 +3,10 @@
 //! which the identity_link template renders). The graph is the `schema` of
 //! an identity_link procedure of pipelines.yaml.
 
+mod estimate;
+
+pub use estimate::{Estimate, Level, estimate};
+
 use crate::config::Config;
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -32,16 +36,19 @@ impl std::str::FromStr for RecordRef {
     }
 }
 
-/// The graph schema of the identity_link procedure `procedure`, or of the
-/// only one the config has.
-pub fn graph_schema(config: &Config, procedure: Option<&str>) -> anyhow::Result<String> {
+/// The identity_link procedure `procedure`, or the only one the config
+/// has: its name and spec.
+pub fn graph<'c>(
+    config: &'c Config,
+    procedure: Option<&str>,
+) -> anyhow::Result<(&'c String, &'c crate::config::ProcedureSpec)> {
     let links: Vec<(&String, &crate::config::ProcedureSpec)> = config
         .procedures
         .iter()
         .filter(|(name, p)| p.template == "identity_link" && procedure.is_none_or(|w| w == *name))
         .collect();
-    let (name, spec) = match (links.as_slice(), procedure) {
-        ([one], _) => *one,
+    match (links.as_slice(), procedure) {
+        ([one], _) => Ok(*one),
         ([], Some(p)) => bail!("no identity_link procedure `{p}` in the config"),
         ([], None) => bail!("the config has no identity_link procedure"),
         (many, _) => bail!(
@@ -51,7 +58,13 @@ pub fn graph_schema(config: &Config, procedure: Option<&str>) -> anyhow::Result<
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-    };
+    }
+}
+
+/// The graph schema of the identity_link procedure `procedure`, or of the
+/// only one the config has.
+pub fn graph_schema(config: &Config, procedure: Option<&str>) -> anyhow::Result<String> {
+    let (name, spec) = graph(config, procedure)?;
     match spec.vars.get("schema") {
         Some(serde_yaml::Value::String(s)) => Ok(s.clone()),
         _ => bail!("procedure `{name}`: vars.schema is not a schema name"),
@@ -160,10 +173,10 @@ pub async fn explain_cluster(
 }
 
 /// A steward's action: one of the graph's SQL functions (`must_link`,
-/// `revoke_override`, `release_value`, `release_held`), which changes the
+/// `cannot_link`, `revoke_override`, `release_value`, `release_held`), which changes the
 /// graph, re-links the records involved, recomputes their golden records
 /// and publishes them. Returns its answer (`clusters`, `merged`, `split`;
-/// `override` for must_link). A refusal carries the database's words and
+/// `override` for an override). A refusal carries the database's words and
 /// SQLSTATE.
 pub async fn steward(
     client: &tokio_postgres::Client,
@@ -174,6 +187,10 @@ pub async fn steward(
     {
         Action::MustLink { a, b, by, why } => (
             "must_link($1, $2, $3, $4, $5, $6)",
+            vec![&a.system, &a.source_key, &b.system, &b.source_key, by, why],
+        ),
+        Action::CannotLink { a, b, by, why } => (
+            "cannot_link($1, $2, $3, $4, $5, $6)",
             vec![&a.system, &a.source_key, &b.system, &b.source_key, by, why],
         ),
         Action::Revoke { id, by } => ("revoke_override($1, $2)", vec![id, by]),
@@ -202,10 +219,39 @@ pub async fn steward(
     Ok(row.get::<_, Json<Value>>(0).0)
 }
 
+/// Re-links every record of the graph `schema` (`relink_all`: rebuild,
+/// unify_all, publish_all in one transaction; running link steps wait for
+/// it). Returns how many records and clusters the graph has after.
+pub async fn relink_all(
+    client: &tokio_postgres::Client,
+    schema: &str,
+) -> anyhow::Result<(i64, i64)> {
+    let s = schema_ident(schema)?;
+    client
+        .batch_execute(&format!("call {s}.relink_all()"))
+        .await
+        .map_err(|e| anyhow::anyhow!("{schema}.relink_all: {}", said(&e)))?;
+    let row = client
+        .query_one(
+            &format!("select count(*), count(distinct cluster_id) from {s}.records"),
+            &[],
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{schema}: {}", said(&e)))?;
+    Ok((row.get(0), row.get(1)))
+}
+
 /// What a steward does to a graph.
 pub enum Action<'a> {
     /// Link two records by hand.
     MustLink {
+        a: &'a RecordRef,
+        b: &'a RecordRef,
+        by: &'a str,
+        why: &'a str,
+    },
+    /// Keep two records apart, whatever they share.
+    CannotLink {
         a: &'a RecordRef,
         b: &'a RecordRef,
         by: &'a str,

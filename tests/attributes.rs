@@ -221,3 +221,258 @@ fn mistakes_in_declared_attributes_are_render_errors_that_name_them() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scored_rule_links_a_typo_pair_and_swapped_names_and_explains_its_score() {
+    let db = TestDb::new("attributes_scored").await;
+    // Jaro-Winkler as its authors give it (Winkler 1990; the values every
+    // implementation checks): MARTHA/MARHTA, DWAYNE/DUANE, DIXON/DICKSONX.
+    assert_eq!(
+        db.strings("select array_to_string(array[round(pgchain.jaro_winkler('martha', 'marhta')::numeric, 4), round(pgchain.jaro_winkler('dwayne', 'duane')::numeric, 4), round(pgchain.jaro_winkler('dixon', 'dicksonx')::numeric, 4)], ' ')").await,
+        ["0.9611 0.8400 0.8133"]
+    );
+    assert_eq!(
+        db.strings("select concat_ws(' ', pgchain.transposed('19390212', '19392112'), pgchain.transposed('19390212', '19390221'), pgchain.transposed('abc', 'abd'), pgchain.swap_day_month('2001-02-11'), pgchain.swap_day_month('2001-02-13'))").await,
+        ["f t f 2001-11-02"]
+    );
+    for (system, fields) in [
+        ("org", ORG_FIELDS),
+        ("dup", DUP_FIELDS),
+        ("swp", ORG_FIELDS),
+    ] {
+        install(
+            &db,
+            &format!("people.cleanse_{system}"),
+            "l1_cleanse",
+            &cleanse_vars(system, fields),
+        )
+        .await;
+    }
+    // No exact rule: the scored rule alone, without the national id, so
+    // what links is what the names, the birth date and the postcode say.
+    install(
+        &db,
+        "people.link",
+        "identity_link",
+        "schema: people_idr\nsource: people.person\nrules: {}\nscored:
+  person:
+    blocks: [[birth_date], [given_dmetaphone, surname_soundex]]
+    threshold: 10
+    compare:
+      given: [{exact: true, weight: 3}, {swapped: surname, weight: 3}, {jaro_winkler: 0.85, weight: 2}, {else: -2}]
+      surname: [{exact: true, weight: 3}, {swapped: given, weight: 3}, {jaro_winkler: 0.85, weight: 2}, {else: -3}]
+      birth_date: [{exact: true, weight: 5}, {day_month_swapped: true, weight: 3}, {transposed: true, weight: 3}, {else: -6}]
+      postcode: [{exact: true, weight: 1}, {levenshtein: 1, weight: 0.5}, {else: -1}]",
+    )
+    .await;
+    let mut rows = febrl();
+    // A third register writes sophie manson (rec 4285) with given and
+    // family name swapped.
+    let mut swapped = rows
+        .iter()
+        .find(|(s, n, _)| s == "org" && n == "4285")
+        .unwrap()
+        .2
+        .clone();
+    swapped.insert("given_name".into(), json!("manson"));
+    swapped.insert("surname".into(), json!("sophie"));
+    rows.push(("swp".into(), "4285".into(), swapped));
+    for (n, (system, _, row)) in rows.iter().enumerate() {
+        let ev = call(
+            &db,
+            &format!("people.cleanse_{system}"),
+            &event(row, n as i64),
+        )
+        .await;
+        call(&db, "people.link", &ev).await;
+    }
+    let together = db
+        .strings(
+            "select string_agg(system || ':' || source_key, ' ' order by system desc) from people_idr.records
+              group by cluster_id having count(*) > 1 order by 1",
+        )
+        .await;
+    // mia white / mia wnite (a typo) and mitchell mason / maxon link on
+    // their score; sophie manson with her swapped copy too. jack / elton
+    // (another given name, no surname) and mitchell white / _ white (no
+    // given name, another postcode) stay under the threshold.
+    assert_eq!(
+        together,
+        [
+            "org:2642 dup:2642",
+            "org:825 dup:825",
+            "swp:4285 org:4285 dup:4285"
+        ]
+    );
+    // Why: the pair, its score, and each compared column's values and level.
+    let why: Value = db
+        .client()
+        .await
+        .query_one(
+            "select jsonb_agg(jsonb_build_object('rule', rule, 'matched', matched)) from people_idr.explain('org', '825', 'dup', '825')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, Json<Value>>(0)
+        .0;
+    let hop = &why[0];
+    assert_eq!(hop["rule"], "person");
+    assert_eq!(hop["matched"]["pair"], json!(["dup:825", "org:825"]));
+    assert_eq!(hop["matched"]["score"].as_f64(), Some(11.0));
+    assert_eq!(hop["matched"]["threshold"], json!(10));
+    assert_eq!(
+        hop["matched"]["compared"]["surname"],
+        json!({"a": "wnite", "b": "white", "level": "jaro_winkler", "weight": 2})
+    );
+    assert_eq!(hop["matched"]["compared"]["given"]["level"], json!("exact"));
+    let swap = db
+        .strings("select matched->'compared'->'given'->>'level' from people_idr.explain('org', '4285', 'swp', '4285')")
+        .await;
+    assert_eq!(swap, ["swapped"]);
+    // rebuild finds the same.
+    db.exec("call people_idr.rebuild()").await;
+    let again = db
+        .strings(
+            "select string_agg(system || ':' || source_key, ' ' order by system desc) from people_idr.records
+              group by cluster_id having count(*) > 1 order by 1",
+        )
+        .await;
+    assert_eq!(again, together);
+}
+
+#[test]
+fn mistakes_in_a_scored_rule_are_render_errors_that_name_them() {
+    let base = "schema: g\nsource: g.u\nrules:\n  email: {columns: [email]}\nscored:\n";
+    for (rule, says) in [
+        (
+            "  email: {blocks: [[a]], threshold: 1, compare: {a: [{exact: true, weight: 1}]}}",
+            "named like another rule",
+        ),
+        (
+            "  s: {threshold: 1, compare: {a: [{exact: true, weight: 1}]}}",
+            "needs `blocks`",
+        ),
+        (
+            "  s: {blocks: [a], threshold: 1, compare: {a: [{exact: true, weight: 1}]}}",
+            "each block is a list of columns",
+        ),
+        (
+            "  s: {blocks: [[a]], threshold: high, compare: {a: [{exact: true, weight: 1}]}}",
+            "numeric `threshold`",
+        ),
+        ("  s: {blocks: [[a]], threshold: 1}", "needs `compare`"),
+        (
+            "  s: {blocks: [[a]], threshold: 1, compare: {a: [{soundalike: true, weight: 1}]}}",
+            "a level is one of exact, jaro_winkler",
+        ),
+        (
+            "  s: {blocks: [[a]], threshold: 1, compare: {a: [{exact: true}]}}",
+            "needs a numeric `weight`",
+        ),
+        (
+            "  s: {blocks: [[a]], threshold: 1, compare: {a: [{else: -1}, {exact: true, weight: 1}]}}",
+            "`else` is the last level",
+        ),
+    ] {
+        let err = rendered("g.link", "identity_link", &format!("{base}{rule}")).unwrap_err();
+        assert!(err.contains(says), "{rule}: {err}");
+        assert!(err.contains("t.yaml"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_estimate_proposes_weights_from_pairs_that_share_a_national_id() {
+    let db = TestDb::new("attributes_estimate").await;
+    for (system, fields) in [("org", ORG_FIELDS), ("dup", DUP_FIELDS)] {
+        install(
+            &db,
+            &format!("people.cleanse_{system}"),
+            "l1_cleanse",
+            &cleanse_vars(system, fields),
+        )
+        .await;
+    }
+    let link = "schema: people_idr\nsource: people.person\nrules:\n  national_id: {columns: [national_id]}\nscored:
+  person:
+    blocks: [[birth_date]]
+    threshold: 10
+    compare:
+      national_id: [{exact: true, weight: 9}, {else: -9}]
+      given: [{exact: true, weight: 1}, {jaro_winkler: 0.85, weight: 1}, {else: -1}]
+      postcode: [{exact: true, weight: 1}, {else: -1}]";
+    install(&db, "people.link", "identity_link", link).await;
+    for (n, (system, _, row)) in febrl().iter().enumerate() {
+        let ev = call(
+            &db,
+            &format!("people.cleanse_{system}"),
+            &event(row, n as i64),
+        )
+        .await;
+        call(&db, "people.link", &ev).await;
+    }
+    // The project's pipelines.yaml, as a steward has it.
+    let dir = common::temp_dir("estimate");
+    let config = dir.join("pipelines.yaml");
+    let vars: String = link.lines().map(|l| format!("      {l}\n")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "kafka:\n  brokers: localhost:9092\npostgres:\n  url: ${{DATABASE_URL}}\npipelines:\n  p:\n    topic: t\n    chain: [people.link]\nprocedures:\n  people.link:\n    template: identity_link\n    vars:\n{vars}"
+        ),
+    )
+    .unwrap();
+    let out_file = dir.join("weights.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgchain"))
+        .args([
+            "identity", "estimate", "--rule", "person", "--pairs", "100", "-c",
+        ])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out_file)
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    // m from the five FEBRL pairs sharing a national id, u from random pairs.
+    assert!(
+        table.contains("m from 5 pairs sharing national_id"),
+        "{table}"
+    );
+    assert!(
+        table.contains("national_id    (a column of the truth rule: weights kept)"),
+        "{table}"
+    );
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    let compare = &yaml["compare"];
+    // The truth rule's column as configured; the others estimated: exact
+    // postcodes are far likelier in one person's pairs than in random ones
+    // (4 of 5 against none), a different postcode far less.
+    assert_eq!(
+        compare["national_id"][0]["weight"],
+        serde_yaml::Value::from(9)
+    );
+    let postcode_exact = compare["postcode"][0]["weight"].as_f64().unwrap();
+    let postcode_else = compare["postcode"][1]["else"].as_f64().unwrap();
+    assert!(postcode_exact > 1.0 && postcode_else < 0.0, "{compare:?}");
+    assert_eq!(compare["given"][1]["jaro_winkler"].as_f64(), Some(0.85));
+    // A rule that is not there is an error that says so.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgchain"))
+        .args(["identity", "estimate", "--rule", "nobody", "-c"])
+        .arg(&config)
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the graph has no scored rule `nobody`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

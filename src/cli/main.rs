@@ -119,6 +119,23 @@ enum IdentityCommand {
         #[arg(long)]
         why: String,
     },
+    /// Keep two records apart whatever they share (kept in the graph's
+    /// overrides with who and why; honoured per event and by rebuild): their
+    /// cluster is cut by the constrained union and golden records updated.
+    CannotLink {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        procedure: Option<String>,
+        record: pgchain::identity::RecordRef,
+        other: pgchain::identity::RecordRef,
+        /// Who makes the override.
+        #[arg(long)]
+        by: String,
+        /// Why.
+        #[arg(long)]
+        why: String,
+    },
     /// Revoke an override by its id: its records are re-linked without it.
     Revoke {
         #[arg(short, long, default_value = "pipelines.yaml")]
@@ -148,6 +165,39 @@ enum IdentityCommand {
         /// Why (required for a generic value).
         #[arg(long)]
         why: Option<String>,
+    },
+    /// Re-link every record after a change of rules, while pipelines run:
+    /// rebuild, then golden records and the outbox, in one transaction
+    /// (running link steps wait for it, then go on). Cluster ids stay.
+    Relink {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        procedure: Option<String>,
+    },
+    /// Propose weights for a scored rule's levels from the data
+    /// (Fellegi-Sunter): m from pairs sharing a value of an exact rule taken
+    /// as the truth, u from random pairs in different clusters. Prints the
+    /// estimate and the rule's `compare` block to review; --out writes the
+    /// block to a file.
+    Estimate {
+        #[arg(short, long, default_value = "pipelines.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        procedure: Option<String>,
+        /// The scored rule.
+        #[arg(long)]
+        rule: String,
+        /// The exact rule whose shared values mark one person (default: the
+        /// first exact rule).
+        #[arg(long)]
+        truth: Option<String>,
+        /// How many random pairs (and at most how many truth pairs).
+        #[arg(long, default_value_t = 20_000)]
+        pairs: i64,
+        /// Write the `compare` block here instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -485,6 +535,22 @@ async fn identity(command: IdentityCommand) -> anyhow::Result<ExitCode> {
             };
             steward(&config, procedure.as_deref(), action).await?;
         }
+        IdentityCommand::CannotLink {
+            config,
+            procedure,
+            record,
+            other,
+            by,
+            why,
+        } => {
+            let action = pgchain::identity::Action::CannotLink {
+                a: &record,
+                b: &other,
+                by: &by,
+                why: &why,
+            };
+            steward(&config, procedure.as_deref(), action).await?;
+        }
         IdentityCommand::Revoke {
             config,
             procedure,
@@ -518,6 +584,40 @@ async fn identity(command: IdentityCommand) -> anyhow::Result<ExitCode> {
                 },
             };
             steward(&config, procedure.as_deref(), action).await?;
+        }
+        IdentityCommand::Relink { config, procedure } => {
+            let (schema, client) = graph(&config, procedure.as_deref()).await?;
+            let t = std::time::Instant::now();
+            let (records, clusters) = pgchain::identity::relink_all(&client, &schema).await?;
+            println!(
+                "{schema}: {records} records re-linked into {clusters} clusters in {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
+        }
+        IdentityCommand::Estimate {
+            config,
+            procedure,
+            rule,
+            truth,
+            pairs,
+            out,
+        } => {
+            let config = load(&config)?;
+            let (_, spec) = pgchain::identity::graph(&config, procedure.as_deref())?;
+            let schema = pgchain::identity::graph_schema(&config, procedure.as_deref())?;
+            let client = pgchain::db::connect(&config.postgres.url).await?;
+            let est =
+                pgchain::identity::estimate(&client, &schema, spec, &rule, truth.as_deref(), pairs)
+                    .await?;
+            print!("{}", est.table());
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, est.yaml()?)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    println!("wrote {} for review", path.display());
+                }
+                None => print!("{}", est.yaml()?),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

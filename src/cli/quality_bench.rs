@@ -370,33 +370,78 @@ pub async fn run(url: &str, n: usize) -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    let t = Instant::now();
-    client.batch_execute("call people.rebuild()").await?;
-    println!(
-        "clusters (people.rebuild)          {:>6.1} s",
-        t.elapsed().as_secs_f64()
-    );
+    // (a) the exact rules alone, in a graph of their own; (b) the example as
+    // it ships, exact and scored rules.
+    client.batch_execute(&exact_only()?).await?;
+    for (schema, what) in [
+        ("people_exact", "(a) exact rules of examples/people"),
+        ("people", "(b) exact and scored rules of examples/people"),
+    ] {
+        let t = Instant::now();
+        client
+            .batch_execute(&format!("call {schema}.rebuild()"))
+            .await?;
+        let built = t.elapsed().as_secs_f64();
+        let (truth, predicted, hit) = pairs(&client, schema).await?;
+        let precision = if predicted > 0.0 {
+            hit / predicted
+        } else {
+            1.0
+        };
+        let recall = if truth > 0.0 { hit / truth } else { 1.0 };
+        let f1 = 2.0 * precision * recall / (precision + recall).max(f64::MIN_POSITIVE);
+        println!(
+            "{what}: rebuild {built:.1} s; true pairs {truth:.0}, linked pairs {predicted:.0}, right {hit:.0}"
+        );
+        println!("  precision {precision:.4}  recall {recall:.4}  F1 {f1:.4}");
+    }
+    Ok(())
+}
+
+/// Pairwise figures of the graph in `schema` against the truth: true
+/// pairs, linked pairs, and linked pairs that are true.
+async fn pairs(client: &tokio_postgres::Client, schema: &str) -> anyhow::Result<(f64, f64, f64)> {
     let row = client
         .query_one(
-            "with r as (select r.cluster_id, t.person from people.records r
-                          join public.quality_truth t using (system, source_key))
-             select (select sum(x.n) from (select count(*)::numeric * (count(*) - 1) / 2 n from r group by cluster_id) x)::float8,
-                    (select sum(x.n) from (select count(*)::numeric * (count(*) - 1) / 2 n from r group by person) x)::float8,
-                    (select sum(x.n) from (select count(*)::numeric * (count(*) - 1) / 2 n from r group by cluster_id, person) x)::float8",
+            &format!(
+                "with r as (select r.cluster_id, t.person from {schema}.records r
+                              join public.quality_truth t using (system, source_key))
+                 select (select sum(x.n) from (select count(*)::numeric * (count(*) - 1) / 2 n from r group by person) x)::float8,
+                        (select sum(x.n) from (select count(*)::numeric * (count(*) - 1) / 2 n from r group by cluster_id) x)::float8,
+                        (select sum(x.n) from (select count(*)::numeric * (count(*) - 1) / 2 n from r group by cluster_id, person) x)::float8"
+            ),
             &[],
         )
         .await?;
-    let (predicted, truth, hit): (f64, f64, f64) = (row.get(0), row.get(1), row.get(2));
-    let precision = if predicted > 0.0 {
-        hit / predicted
-    } else {
-        1.0
-    };
-    let recall = if truth > 0.0 { hit / truth } else { 1.0 };
-    let f1 = 2.0 * precision * recall / (precision + recall).max(f64::MIN_POSITIVE);
-    println!(
-        "exact rules of examples/people: true pairs {truth:.0}, linked pairs {predicted:.0}, right {hit:.0}"
+    Ok((row.get(0), row.get(1), row.get(2)))
+}
+
+/// The example's link procedure without its scored rules, in a schema of
+/// its own (people_exact): what the exact rules find alone.
+fn exact_only() -> anyhow::Result<String> {
+    let path = std::path::Path::new("examples/people/pipelines.yaml");
+    let config = pgchain::config::Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let spec = config
+        .procedures
+        .get("people.link_person")
+        .ok_or_else(|| anyhow::anyhow!("{}: no people.link_person", path.display()))?;
+    let mut vars = spec.vars.clone();
+    vars.shift_remove("scored");
+    vars.insert("schema".into(), "people_exact".into());
+    let yaml = format!(
+        "kafka:\n  brokers: k\npipelines:\n  p:\n    topic: t\n    chain: [people_exact.link]\nprocedures:\n  people_exact.link:\n    template: identity_link\n    vars: {}\n",
+        serde_json::to_string(&vars)?
     );
-    println!("  precision {precision:.4}  recall {recall:.4}  F1 {f1:.4}");
-    Ok(())
+    let exact =
+        pgchain::config::Config::from_text(&yaml, std::path::Path::new("exact.yaml"), |_| None)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let none = std::env::temp_dir().join("pgchain-quality-no-migrations");
+    std::fs::create_dir_all(&none)?;
+    let rendered = pgchain::render::render_all(
+        &exact,
+        std::path::Path::new("examples/people/sql/templates"),
+        &none,
+    )
+    .map_err(|e| anyhow::anyhow!(e.join("\n")))?;
+    Ok(rendered[0].sql.clone())
 }

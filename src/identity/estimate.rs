@@ -52,11 +52,14 @@ fn level_of(level: &Yaml) -> anyhow::Result<(String, f64)> {
     if let Some(w) = map.get("else") {
         return Ok(("else".into(), w.as_f64().context("`else` is a number")?));
     }
-    let name = map
-        .keys()
-        .filter_map(Yaml::as_str)
-        .find(|k| *k != "weight")
-        .context("a level names its kind")?;
+    let name = if map.contains_key("swapped") {
+        "swapped"
+    } else {
+        map.keys()
+            .filter_map(Yaml::as_str)
+            .find(|k| *k != "weight")
+            .context("a level names its kind")?
+    };
     let weight = map.get("weight").and_then(Yaml::as_f64).unwrap_or(0.0);
     Ok((name.to_string(), weight))
 }

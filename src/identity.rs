@@ -221,16 +221,37 @@ pub async fn steward(
 
 /// Re-links every record of the graph `schema` (`relink_all`: rebuild,
 /// unify_all, publish_all in one transaction; running link steps wait for
-/// it). Returns how many records and clusters the graph has after.
+/// it; run again after a deadlock with one). Returns how many records and
+/// clusters the graph has after.
 pub async fn relink_all(
     client: &tokio_postgres::Client,
     schema: &str,
 ) -> anyhow::Result<(i64, i64)> {
     let s = schema_ident(schema)?;
-    client
-        .batch_execute(&format!("call {s}.relink_all()"))
-        .await
-        .map_err(|e| anyhow::anyhow!("{schema}.relink_all: {}", said(&e)))?;
+    // The rebuild locks the graph's tables; a link step that took one of
+    // them first can meet it in a deadlock (or a serialization failure).
+    // PostgreSQL then rolls the whole re-link back, and it runs again.
+    let mut attempt = 0;
+    loop {
+        match client
+            .batch_execute(&format!("call {s}.relink_all()"))
+            .await
+        {
+            Ok(()) => break,
+            Err(e)
+                if attempt < 20
+                    && matches!(e.code().map(|c| c.code()), Some("40P01" | "40001")) =>
+            {
+                attempt += 1;
+                tracing::warn!(
+                    "{schema}.relink_all: {}; running it again ({attempt})",
+                    said(&e)
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+            }
+            Err(e) => bail!("{schema}.relink_all: {}", said(&e)),
+        }
+    }
     let row = client
         .query_one(
             &format!("select count(*), count(distinct cluster_id) from {s}.records"),

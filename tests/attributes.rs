@@ -374,6 +374,10 @@ fn mistakes_in_a_scored_rule_are_render_errors_that_name_them() {
             "  s: {blocks: [[a]], threshold: 1, compare: {a: [{else: -1}, {exact: true, weight: 1}]}}",
             "`else` is the last level",
         ),
+        (
+            "  s: {blocks: [[a]], threshold: 1, compare: {a: [{exact: true, weight: 1}]}, conflicts: [b]}",
+            "`b` is not a compared column",
+        ),
     ] {
         let err = rendered("g.link", "identity_link", &format!("{base}{rule}")).unwrap_err();
         assert!(err.contains(says), "{rule}: {err}");

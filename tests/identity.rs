@@ -290,7 +290,8 @@ fn decide(rows: &BTreeMap<Id, Row>, overrides: &[Override], max_size: Option<usi
 
 /// The scored rule of the property test (SCORED), from its documentation:
 /// candidates share the birth date; name equal 2, one edit 1, else -1;
-/// phone equal 1, else -1; a blank side 0; linked from 2.
+/// phone equal 1, else -1; e-mail 0; a blank side 0; linked from 2. Two
+/// records with different e-mails conflict: never one cluster.
 fn fuzzy_score(a: &Rec, b: &Rec) -> Option<i64> {
     let t = |v: &Option<String>| {
         v.as_deref()
@@ -368,6 +369,24 @@ fn decide_with(
         }
     }
     let mut cannot = Vec::new();
+    if scored {
+        // conflicts: [email]: two e-mails, different, keep records apart.
+        let t = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(String::from)
+        };
+        for (i, a) in ids.iter().enumerate() {
+            for (j, b) in ids.iter().enumerate().skip(i + 1) {
+                if let (Some(x), Some(y)) = (t(&rows[*a].rec.email), t(&rows[*b].rec.email))
+                    && x != y
+                {
+                    cannot.push((i, j));
+                }
+            }
+        }
+    }
     for (must, a, b, oid) in overrides {
         if let (Some(&x), Some(&y)) = (index.get(a), index.get(b)) {
             if *must {
@@ -759,7 +778,7 @@ fn property(label: &str, extra: &'static str, max_size: Option<usize>) {
 /// The scored rule the property test runs live (see fuzzy_score).
 macro_rules! scored {
     () => {
-        "scored:\n  fuzzy:\n    blocks: [[birth_date]]\n    threshold: 2\n    compare:\n      name: [{exact: true, weight: 2}, {levenshtein: 1, weight: 1}, {else: -1}]\n      phone: [{exact: true, weight: 1}, {else: -1}]\n"
+        "scored:\n  fuzzy:\n    blocks: [[birth_date]]\n    threshold: 2\n    compare:\n      name: [{exact: true, weight: 2}, {levenshtein: 1, weight: 1}, {else: -1}]\n      phone: [{exact: true, weight: 1}, {else: -1}]\n      email: [{exact: true, weight: 0}]\n    conflicts: [email]\n"
     };
 }
 

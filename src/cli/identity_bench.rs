@@ -27,10 +27,8 @@ use tokio_postgres::types::Json;
 /// representative number (never identifies).
 const GENERATE: &str = "
 insert into l1.member_union
-  (system, source_key, name, phone, phone_kind, phone_identifies, email, birth_date, source_ts_ms, created_ts_ms, updated_at)
-select sys, case sys when 'options' then 'M' || p else p::text end,
-       (array['Kim','Lee','Park','Choi','Jung','Kang','Cho','Yoon','Jang','Lim'])[1 + p % 10]
-         || ' ' || 'G' || (p / 10 % 9973),
+  (system, source_key, name, name_soundex, phone, phone_kind, phone_identifies, email, birth_date, source_ts_ms, created_ts_ms, updated_at)
+select sys, case sys when 'options' then 'M' || p else p::text end, nm, soundex(nm),
        ph, 'mobile', ph <> '+8215881234',
        case when p % 20 = 0 then null
             when sys <> home and p % 2 = 0 then 'p' || p || '@work.example.com'
@@ -38,6 +36,8 @@ select sys, case sys when 'options' then 'M' || p else p::text end,
        case when sys <> 'sales' then date '1950-01-01' + (p * 7919 % 20000)::int end,
        1767225600000 + p * 10 + n, 1767225600000 + p * 10 + n, now()
   from (select p, n, home, sys,
+               (array['Kim','Lee','Park','Choi','Jung','Kang','Cho','Yoon','Jang','Lim'])[1 + p % 10]
+                 || ' ' || 'G' || (p / 10 % 9973) as nm,
                case when p % 500 = 3 then '+8215881234'
                     when p % 1000 = 7 then '+82100000' || lpad((p / 1000 % 20)::text, 4, '0')
                     when p % 40 = 1 and p > 1 then '+8210' || lpad(((p - 1) * 104729 % 100000000)::text, 8, '0')

@@ -182,7 +182,7 @@ drop function if exists idr.link_record(text, text);
 -- similarity (both trusted extensions: no superuser needed).
 create extension if not exists fuzzystrmatch;
 create extension if not exists pg_trgm;
-create index if not exists idr_scored1_block1 on l1.member_union (birth_date);
+create index if not exists idr_scored1_block1 on l1.member_union (birth_date, name_soundex);
 
 -- The scored pairs of one union record: for each scored rule, the
 -- candidates its blocks give whose score reaches the threshold, as key
@@ -200,10 +200,10 @@ returns table(rule text, value text) language sql stable as $$
     from l1.member_union a
    cross join lateral (
       select b.system, b.source_key from l1.member_union b
-       where b.birth_date = a.birth_date and (b.system, b.source_key) <> (a.system, a.source_key)) c
+       where b.birth_date = a.birth_date and b.name_soundex = a.name_soundex and (b.system, b.source_key) <> (a.system, a.source_key)) c
     join l1.member_union b on b.system = c.system and b.source_key = c.source_key
    where a.system = p_system and a.source_key = p_key
-     and ((case when nullif(btrim(a.name::text), '') is null or nullif(btrim(b.name::text), '') is null then 0 when nullif(btrim(a.name::text), '') = nullif(btrim(b.name::text), '') then 5 when levenshtein(nullif(btrim(a.name::text), ''), nullif(btrim(b.name::text), '')) <= 1 then 4 else -6 end) + (case when nullif(btrim(a.birth_date::text), '') is null or nullif(btrim(b.birth_date::text), '') is null then 0 when nullif(btrim(a.birth_date::text), '') = nullif(btrim(b.birth_date::text), '') then 2 end) + (case when nullif(btrim(a.phone::text), '') is null or nullif(btrim(b.phone::text), '') is null then 0 when nullif(btrim(a.phone::text), '') = nullif(btrim(b.phone::text), '') then 3 else -1 end) + (case when nullif(btrim(a.email::text), '') is null or nullif(btrim(b.email::text), '') is null then 0 when nullif(btrim(a.email::text), '') = nullif(btrim(b.email::text), '') then 3 else -1 end))::float8 >= 9
+     and ((case when nullif(btrim(a.name::text), '') is null or nullif(btrim(b.name::text), '') is null then 0 when nullif(btrim(a.name::text), '') = nullif(btrim(b.name::text), '') then 5 when levenshtein(nullif(btrim(a.name::text), ''), nullif(btrim(b.name::text), '')) <= 1 then 4 else -6 end) + (case when nullif(btrim(a.birth_date::text), '') is null or nullif(btrim(b.birth_date::text), '') is null then 0 when nullif(btrim(a.birth_date::text), '') = nullif(btrim(b.birth_date::text), '') then 2 else 0 end) + (case when nullif(btrim(a.phone::text), '') is null or nullif(btrim(b.phone::text), '') is null then 0 when nullif(btrim(a.phone::text), '') = nullif(btrim(b.phone::text), '') then 3 else -1 end) + (case when nullif(btrim(a.email::text), '') is null or nullif(btrim(b.email::text), '') is null then 0 when nullif(btrim(a.email::text), '') = nullif(btrim(b.email::text), '') then 3 else -1 end))::float8 >= 9
 $$;
 
 -- How two records compare under a scored rule: the score, the threshold,
@@ -213,9 +213,9 @@ create or replace function idr.compare(p_rule text, a_system text, a_key text, b
 returns jsonb language sql stable as $$
   select case p_rule when '' then null::jsonb
     when 'name_typo' then (
-      select jsonb_build_object('score', ((case when nullif(btrim(a.name::text), '') is null or nullif(btrim(b.name::text), '') is null then 0 when nullif(btrim(a.name::text), '') = nullif(btrim(b.name::text), '') then 5 when levenshtein(nullif(btrim(a.name::text), ''), nullif(btrim(b.name::text), '')) <= 1 then 4 else -6 end) + (case when nullif(btrim(a.birth_date::text), '') is null or nullif(btrim(b.birth_date::text), '') is null then 0 when nullif(btrim(a.birth_date::text), '') = nullif(btrim(b.birth_date::text), '') then 2 end) + (case when nullif(btrim(a.phone::text), '') is null or nullif(btrim(b.phone::text), '') is null then 0 when nullif(btrim(a.phone::text), '') = nullif(btrim(b.phone::text), '') then 3 else -1 end) + (case when nullif(btrim(a.email::text), '') is null or nullif(btrim(b.email::text), '') is null then 0 when nullif(btrim(a.email::text), '') = nullif(btrim(b.email::text), '') then 3 else -1 end))::float8, 'threshold', 9, 'compared', jsonb_build_object(
+      select jsonb_build_object('score', ((case when nullif(btrim(a.name::text), '') is null or nullif(btrim(b.name::text), '') is null then 0 when nullif(btrim(a.name::text), '') = nullif(btrim(b.name::text), '') then 5 when levenshtein(nullif(btrim(a.name::text), ''), nullif(btrim(b.name::text), '')) <= 1 then 4 else -6 end) + (case when nullif(btrim(a.birth_date::text), '') is null or nullif(btrim(b.birth_date::text), '') is null then 0 when nullif(btrim(a.birth_date::text), '') = nullif(btrim(b.birth_date::text), '') then 2 else 0 end) + (case when nullif(btrim(a.phone::text), '') is null or nullif(btrim(b.phone::text), '') is null then 0 when nullif(btrim(a.phone::text), '') = nullif(btrim(b.phone::text), '') then 3 else -1 end) + (case when nullif(btrim(a.email::text), '') is null or nullif(btrim(b.email::text), '') is null then 0 when nullif(btrim(a.email::text), '') = nullif(btrim(b.email::text), '') then 3 else -1 end))::float8, 'threshold', 9, 'compared', jsonb_build_object(
                'name', jsonb_build_object('a', nullif(btrim(a.name::text), ''), 'b', nullif(btrim(b.name::text), ''), 'level', case when nullif(btrim(a.name::text), '') is null or nullif(btrim(b.name::text), '') is null then 'missing' when nullif(btrim(a.name::text), '') = nullif(btrim(b.name::text), '') then 'exact' when levenshtein(nullif(btrim(a.name::text), ''), nullif(btrim(b.name::text), '')) <= 1 then 'levenshtein' else 'else' end, 'weight', case when nullif(btrim(a.name::text), '') is null or nullif(btrim(b.name::text), '') is null then 0 when nullif(btrim(a.name::text), '') = nullif(btrim(b.name::text), '') then 5 when levenshtein(nullif(btrim(a.name::text), ''), nullif(btrim(b.name::text), '')) <= 1 then 4 else -6 end),
-               'birth_date', jsonb_build_object('a', nullif(btrim(a.birth_date::text), ''), 'b', nullif(btrim(b.birth_date::text), ''), 'level', case when nullif(btrim(a.birth_date::text), '') is null or nullif(btrim(b.birth_date::text), '') is null then 'missing' when nullif(btrim(a.birth_date::text), '') = nullif(btrim(b.birth_date::text), '') then 'exact' else 'else' end, 'weight', case when nullif(btrim(a.birth_date::text), '') is null or nullif(btrim(b.birth_date::text), '') is null then 0 when nullif(btrim(a.birth_date::text), '') = nullif(btrim(b.birth_date::text), '') then 2 end),
+               'birth_date', jsonb_build_object('a', nullif(btrim(a.birth_date::text), ''), 'b', nullif(btrim(b.birth_date::text), ''), 'level', case when nullif(btrim(a.birth_date::text), '') is null or nullif(btrim(b.birth_date::text), '') is null then 'missing' when nullif(btrim(a.birth_date::text), '') = nullif(btrim(b.birth_date::text), '') then 'exact' else 'else' end, 'weight', case when nullif(btrim(a.birth_date::text), '') is null or nullif(btrim(b.birth_date::text), '') is null then 0 when nullif(btrim(a.birth_date::text), '') = nullif(btrim(b.birth_date::text), '') then 2 else 0 end),
                'phone', jsonb_build_object('a', nullif(btrim(a.phone::text), ''), 'b', nullif(btrim(b.phone::text), ''), 'level', case when nullif(btrim(a.phone::text), '') is null or nullif(btrim(b.phone::text), '') is null then 'missing' when nullif(btrim(a.phone::text), '') = nullif(btrim(b.phone::text), '') then 'exact' else 'else' end, 'weight', case when nullif(btrim(a.phone::text), '') is null or nullif(btrim(b.phone::text), '') is null then 0 when nullif(btrim(a.phone::text), '') = nullif(btrim(b.phone::text), '') then 3 else -1 end),
                'email', jsonb_build_object('a', nullif(btrim(a.email::text), ''), 'b', nullif(btrim(b.email::text), ''), 'level', case when nullif(btrim(a.email::text), '') is null or nullif(btrim(b.email::text), '') is null then 'missing' when nullif(btrim(a.email::text), '') = nullif(btrim(b.email::text), '') then 'exact' else 'else' end, 'weight', case when nullif(btrim(a.email::text), '') is null or nullif(btrim(b.email::text), '') is null then 0 when nullif(btrim(a.email::text), '') = nullif(btrim(b.email::text), '') then 3 else -1 end)))
         from l1.member_union a, l1.member_union b
@@ -489,8 +489,17 @@ begin
   end loop;
 end $$;
 
+-- Pairs of the records p_seqs that a scored rule's `conflicts` keep apart:
+-- both have a value of a conflict column and no level but `else` holds (two
+-- birth dates no typo explains). Honoured as cannot-links the data makes.
+create or replace function idr.conflicting(p_seqs bigint[]) returns table(a_seq bigint, b_seq bigint)
+language sql stable as $$
+  select null::bigint, null::bigint where false
+$$;
+
 -- True when a component needs the constrained union: it is larger than
--- max_cluster_size or holds both records of a cannot-link override.
+-- max_cluster_size or holds both records of a cannot-link override or of a
+-- conflict.
 create or replace function idr.constrained(p_seqs bigint[]) returns boolean
 language sql stable as $$
   select cardinality(p_seqs) > 50 or exists (
@@ -628,8 +637,8 @@ end $$;
 create or replace function idr.blocks_of(p_system text, p_key text) returns int[]
 language sql stable as $$
   select coalesce((select array_remove(array[
-       case when u.birth_date is not null
-            then hashtext('1.1' || chr(31) || u.birth_date::text) end]::int[], null) from l1.member_union u
+       case when u.birth_date is not null and u.name_soundex is not null
+            then hashtext('1.1' || chr(31) || u.birth_date::text || chr(31) || u.name_soundex::text) end]::int[], null) from l1.member_union u
                     where u.system = p_system and u.source_key = p_key), '{}')
 $$;
 
@@ -1193,9 +1202,9 @@ begin
     join l1.member_union a on a.system = x.system and a.source_key = x.source_key
    cross join lateral (
       select b.system, b.source_key from l1.member_union b
-       where b.birth_date = a.birth_date and (b.system, b.source_key) <> (a.system, a.source_key)) c
+       where b.birth_date = a.birth_date and b.name_soundex = a.name_soundex and (b.system, b.source_key) <> (a.system, a.source_key)) c
     join l1.member_union b on b.system = c.system and b.source_key = c.source_key
-   where ((case when nullif(btrim(a.name::text), '') is null or nullif(btrim(b.name::text), '') is null then 0 when nullif(btrim(a.name::text), '') = nullif(btrim(b.name::text), '') then 5 when levenshtein(nullif(btrim(a.name::text), ''), nullif(btrim(b.name::text), '')) <= 1 then 4 else -6 end) + (case when nullif(btrim(a.birth_date::text), '') is null or nullif(btrim(b.birth_date::text), '') is null then 0 when nullif(btrim(a.birth_date::text), '') = nullif(btrim(b.birth_date::text), '') then 2 end) + (case when nullif(btrim(a.phone::text), '') is null or nullif(btrim(b.phone::text), '') is null then 0 when nullif(btrim(a.phone::text), '') = nullif(btrim(b.phone::text), '') then 3 else -1 end) + (case when nullif(btrim(a.email::text), '') is null or nullif(btrim(b.email::text), '') is null then 0 when nullif(btrim(a.email::text), '') = nullif(btrim(b.email::text), '') then 3 else -1 end))::float8 >= 9
+   where ((case when nullif(btrim(a.name::text), '') is null or nullif(btrim(b.name::text), '') is null then 0 when nullif(btrim(a.name::text), '') = nullif(btrim(b.name::text), '') then 5 when levenshtein(nullif(btrim(a.name::text), ''), nullif(btrim(b.name::text), '')) <= 1 then 4 else -6 end) + (case when nullif(btrim(a.birth_date::text), '') is null or nullif(btrim(b.birth_date::text), '') is null then 0 when nullif(btrim(a.birth_date::text), '') = nullif(btrim(b.birth_date::text), '') then 2 else 0 end) + (case when nullif(btrim(a.phone::text), '') is null or nullif(btrim(b.phone::text), '') is null then 0 when nullif(btrim(a.phone::text), '') = nullif(btrim(b.phone::text), '') then 3 else -1 end) + (case when nullif(btrim(a.email::text), '') is null or nullif(btrim(b.email::text), '') is null then 0 when nullif(btrim(a.email::text), '') = nullif(btrim(b.email::text), '') then 3 else -1 end))::float8 >= 9
   on conflict do nothing;
   insert into idr.keys (rule, value, seq, links)
   select 'must_link', o.id::text, x.seq, true
@@ -1274,8 +1283,8 @@ declare
 begin
   insert into idr.records (seq, system, source_key, cluster_id, created, blocks)
   select x.seq, x.system, x.source_key, coalesce(l.label, x.seq), x.created, array_remove(array[
-       case when u.birth_date is not null
-            then hashtext('1.1' || chr(31) || u.birth_date::text) end]::int[], null)
+       case when u.birth_date is not null and u.name_soundex is not null
+            then hashtext('1.1' || chr(31) || u.birth_date::text || chr(31) || u.name_soundex::text) end]::int[], null)
     from identity_src x left join identity_labels l on l.seq = x.seq
     join l1.member_union u on u.system = x.system and u.source_key = x.source_key;
   analyze idr.records;

@@ -608,7 +608,7 @@ fn cases() -> u32 {
     std::env::var("PGCHAIN_PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(300)
+        .unwrap_or(200)
 }
 
 /// The union as the model keeps it after `op`: l1_cleanse's created (an

@@ -239,6 +239,7 @@ async fn a_scored_rule_links_a_typo_pair_and_swapped_names_and_explains_its_scor
         ("org", ORG_FIELDS),
         ("dup", DUP_FIELDS),
         ("swp", ORG_FIELDS),
+        ("nck", ORG_FIELDS),
     ] {
         install(
             &db,
@@ -259,24 +260,36 @@ async fn a_scored_rule_links_a_typo_pair_and_swapped_names_and_explains_its_scor
     blocks: [[birth_date], [given_dmetaphone, surname_soundex]]
     threshold: 10
     compare:
-      given: [{exact: true, weight: 3}, {swapped: surname, weight: 3}, {jaro_winkler: 0.85, weight: 2}, {else: -2}]
+      given: [{exact: true, weight: 3}, {swapped: surname, weight: 3}, {nickname: true, weight: 2}, {jaro_winkler: 0.85, weight: 2}, {else: -2}]
       surname: [{exact: true, weight: 3}, {swapped: given, weight: 3}, {jaro_winkler: 0.85, weight: 2}, {else: -3}]
       birth_date: [{exact: true, weight: 5}, {day_month_swapped: true, weight: 3}, {transposed: true, weight: 3}, {else: -6}]
       postcode: [{exact: true, weight: 1}, {levenshtein: 1, weight: 0.5}, {else: -1}]",
     )
     .await;
     let mut rows = febrl();
+    let org = |rec: &str| {
+        rows.iter()
+            .find(|(s, n, _)| s == "org" && n == rec)
+            .unwrap()
+            .2
+            .clone()
+    };
+    // A fourth register knows mitchell white (rec 608) as mitch.
+    let mut nickname = org("608");
+    nickname.insert("given_name".into(), json!("mitch"));
+    // The swapping register wrote mia white (rec 825) as a surname alone:
+    // her given name in the family name field, the given name blank.
+    let mut half = org("825");
+    half.insert("given_name".into(), json!(""));
+    half.insert("surname".into(), json!("mia"));
     // A third register writes sophie manson (rec 4285) with given and
     // family name swapped.
-    let mut swapped = rows
-        .iter()
-        .find(|(s, n, _)| s == "org" && n == "4285")
-        .unwrap()
-        .2
-        .clone();
+    let mut swapped = org("4285");
     swapped.insert("given_name".into(), json!("manson"));
     swapped.insert("surname".into(), json!("sophie"));
     rows.push(("swp".into(), "4285".into(), swapped));
+    rows.push(("swp".into(), "825".into(), half));
+    rows.push(("nck".into(), "608".into(), nickname));
     for (n, (system, _, row)) in rows.iter().enumerate() {
         let ev = call(
             &db,
@@ -293,17 +306,29 @@ async fn a_scored_rule_links_a_typo_pair_and_swapped_names_and_explains_its_scor
         )
         .await;
     // mia white / mia wnite (a typo) and mitchell mason / maxon link on
-    // their score; sophie manson with her swapped copy too. jack / elton
-    // (another given name, no surname) and mitchell white / _ white (no
-    // given name, another postcode) stay under the threshold.
+    // their score; sophie manson with her swapped copy too, and mitchell
+    // white with mitch white (a nickname). jack / elton (another given
+    // name, no surname) and mitchell white / _ white (no given name,
+    // another postcode) stay under the threshold; so does mia alone in the
+    // family name field (swapped, 9: nothing but the birth date and the
+    // postcode besides).
     assert_eq!(
         together,
         [
             "org:2642 dup:2642",
+            "org:608 nck:608",
             "org:825 dup:825",
             "swp:4285 org:4285 dup:4285"
         ]
     );
+    let nick = db
+        .strings("select matched->'compared'->'given'->>'level' from people_idr.explain('org', '608', 'nck', '608')")
+        .await;
+    assert_eq!(nick, ["nickname"]);
+    let half = db
+        .strings("select concat_ws(' ', c->'compared'->'given'->>'level', c->'compared'->'surname'->>'level', c->>'score') from people_idr.compare('person', 'org', '825', 'swp', '825') c")
+        .await;
+    assert_eq!(half, ["missing swapped 9"]);
     // Why: the pair, its score, and each compared column's values and level.
     let why: Value = db
         .client()

@@ -132,6 +132,9 @@ pub struct BenchArgs {
     /// (migrations from examples/people/sql/migrations).
     #[arg(long)]
     pub quality: Option<usize>,
+    /// Seed of the --quality generator: other people, the same noise.
+    #[arg(long, default_value_t = 2026)]
+    pub quality_seed: u64,
     /// Change events of the --identity run.
     #[arg(long, default_value_t = 20_000)]
     pub identity_events: usize,

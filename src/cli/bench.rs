@@ -44,7 +44,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(people) = args.quality {
         let url = pgchain::db::recreate_database(&args.database_url, &args.database).await?;
         pgchain::db::migrate(&url, std::path::Path::new("examples/people/sql/migrations")).await?;
-        return crate::quality_bench::run(&url, people).await;
+        return crate::quality_bench::run(&url, people, args.quality_seed).await;
     }
     if args.avro {
         return crate::avro_bench::run(&args).await;

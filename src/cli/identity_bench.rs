@@ -18,9 +18,34 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio_postgres::types::Json;
 
+/// Syllables of the generated given names: two of them make one (1,600
+/// given names), so that a name's soundex, the example's block, varies as
+/// real names do.
+const SYLLABLES: [&str; 40] = [
+    "min", "jun", "seo", "yeon", "ji", "hoon", "woo", "hyun", "su", "jin", "young", "ho", "eun",
+    "hye", "dong", "sung", "jae", "kyung", "mi", "sook", "hee", "chul", "tae", "yoon", "na", "ra",
+    "bin", "won", "il", "gyu", "ha", "yu", "da", "in", "sang", "bo", "ri", "gi", "han", "so",
+];
+const SURNAMES: [&str; 10] = [
+    "Kim", "Lee", "Park", "Choi", "Jung", "Kang", "Cho", "Yoon", "Jang", "Lim",
+];
+
+/// Person p's name, as `GENERATE` writes it: surname p % 10, given name of
+/// syllables (p / 10) % 40 and (p / 400) % 40 (capitalised).
+fn name_of(p: u64) -> String {
+    let (a, b) = (
+        SYLLABLES[(p / 10 % 40) as usize],
+        SYLLABLES[(p / 400 % 40) as usize],
+    );
+    let mut given = format!("{a}{b}");
+    given[..1].make_ascii_uppercase();
+    format!("{} {given}", SURNAMES[(p % 10) as usize])
+}
+
 /// The union, generated in the database. Person p has a home system (p % 3);
 /// every third person is in a second system too, every ninth in all three.
-/// Sales has no birth dates; the second system of half the people has a
+/// Sales has no birth dates; the others spread them over 20,000 days
+/// whatever the name. The second system of half the people has a
 /// work e-mail. Every 40th person shares the phone of the one before (a
 /// family), every 1000th gives one of 20 mobile numbers that 100 people
 /// each give (a shop's number: the generic guard), every 500th a
@@ -33,16 +58,16 @@ select sys, case sys when 'options' then 'M' || p else p::text end, nm, soundex(
        case when p % 20 = 0 then null
             when sys <> home and p % 2 = 0 then 'p' || p || '@work.example.com'
             else 'p' || p || '@example.com' end,
-       case when sys <> 'sales' then date '1950-01-01' + (p * 7919 % 20000)::int end,
+       case when sys <> 'sales' then date '1950-01-01' + (p * 7919 % 20011 % 20000)::int end,
        1767225600000 + p * 10 + n, 1767225600000 + p * 10 + n, now()
   from (select p, n, home, sys,
                (array['Kim','Lee','Park','Choi','Jung','Kang','Cho','Yoon','Jang','Lim'])[1 + p % 10]
-                 || ' ' || 'G' || (p / 10 % 9973) as nm,
+                 || ' ' || initcap(s[1 + p / 10 % 40] || s[1 + p / 400 % 40]) as nm,
                case when p % 500 = 3 then '+8215881234'
                     when p % 1000 = 7 then '+82100000' || lpad((p / 1000 % 20)::text, 4, '0')
                     when p % 40 = 1 and p > 1 then '+8210' || lpad(((p - 1) * 104729 % 100000000)::text, 8, '0')
                     else '+8210' || lpad((p * 104729 % 100000000)::text, 8, '0') end as ph
-          from (select p, (array['sales','options','crm'])[1 + p % 3] as home,
+          from (select p, $3::text[] as s, (array['sales','options','crm'])[1 + p % 3] as home,
                        case when p % 9 = 0 then 3 when p % 3 = 0 then 2 else 1 end as copies
                   from generate_series($1::bigint, $2::bigint) p) x,
                lateral (select n, (array['sales','options','crm'])[1 + (p + n) % 3] as sys
@@ -68,7 +93,9 @@ pub async fn run(url: &str, records: i64, events: usize, workers: usize) -> anyh
     let mut from = 1;
     while from <= p {
         let to = (from + slice - 1).min(p);
-        client.execute(GENERATE, &[&from, &to]).await?;
+        client
+            .execute(GENERATE, &[&from, &to, &&SYLLABLES[..]])
+            .await?;
         from = to + 1;
     }
     client.batch_execute("analyze l1.member_union").await?;
@@ -193,13 +220,7 @@ fn worker_events(worker: u64, workers: u64, people: u64, n: usize) -> Vec<Value>
         } else {
             p.to_string()
         };
-        let name = format!(
-            "{} G{}",
-            [
-                "Kim", "Lee", "Park", "Choi", "Jung", "Kang", "Cho", "Yoon", "Jang", "Lim"
-            ][(p % 10) as usize],
-            p / 10 % 9973
-        );
+        let name = name_of(p);
         let email = format!("p{p}@example.com");
         let ev = match rng.next(100) {
             // A new e-mail: the old key goes (split check), a new one comes.

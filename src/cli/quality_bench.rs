@@ -284,9 +284,9 @@ const REGISTERS: [Register; 3] = [
     },
 ];
 
-pub async fn run(url: &str, n: usize) -> anyhow::Result<()> {
+pub async fn run(url: &str, n: usize, seed: u64) -> anyhow::Result<()> {
     let client = pgchain::db::connect(url).await?;
-    let mut rng = Lcg(2026);
+    let mut rng = Lcg(seed);
     let folk = people(n, &mut rng);
     // (procedure, event, truth: system, key, person)
     let mut events: Vec<(&str, Value, (&str, String, i64))> = Vec::new();
@@ -315,7 +315,7 @@ pub async fn run(url: &str, n: usize) -> anyhow::Result<()> {
         }
     }
     println!(
-        "pgchain bench --quality {n}: {n} people, {} records in three registers; {} cores",
+        "pgchain bench --quality {n} (seed {seed}): {n} people, {} records in three registers; {} cores",
         events.len(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );

@@ -232,6 +232,10 @@ pub async fn relink_all(
     // them first can meet it in a deadlock (or a serialization failure).
     // PostgreSQL then rolls the whole re-link back, and it runs again.
     let mut attempt = 0;
+    let mut backoff = crate::chain::Backoff::new(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(2),
+    );
     loop {
         match client
             .batch_execute(&format!("call {s}.relink_all()"))
@@ -240,14 +244,15 @@ pub async fn relink_all(
             Ok(()) => break,
             Err(e)
                 if attempt < 20
-                    && matches!(e.code().map(|c| c.code()), Some("40P01" | "40001")) =>
+                    && e.code()
+                        .is_some_and(|c| crate::chain::is_conflict(c.code())) =>
             {
                 attempt += 1;
                 tracing::warn!(
                     "{schema}.relink_all: {}; running it again ({attempt})",
                     said(&e)
                 );
-                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                tokio::time::sleep(backoff.next_delay()).await;
             }
             Err(e) => bail!("{schema}.relink_all: {}", said(&e)),
         }

@@ -83,10 +83,14 @@ impl std::error::Error for ChainError {}
 pub fn is_transient(code: &str) -> bool {
     code.starts_with("08")
         || code.starts_with("53")
-        || matches!(
-            code,
-            "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03"
-        )
+        || matches!(code, "55P03" | "57P01" | "57P02" | "57P03")
+        || is_conflict(code)
+}
+
+/// A serialization failure or a deadlock: two transactions met, and the one
+/// PostgreSQL rolled back can run again at once.
+pub fn is_conflict(code: &str) -> bool {
+    matches!(code, "40001" | "40P01")
 }
 
 /// SQLSTATEs of something a step names that the database lacks: a

@@ -11,7 +11,9 @@
 pub mod error;
 pub mod retry;
 
-pub use error::{ChainError, ErrorClass, classify, describe, failing_step, is_transient};
+pub use error::{
+    ChainError, ErrorClass, classify, describe, failing_step, is_conflict, is_transient,
+};
 pub(crate) use error::{db_error, pool_error};
 pub use retry::{Backoff, Failure, retrying};
 

@@ -30,8 +30,9 @@ const SURNAMES: [&str; 10] = [
     "Kim", "Lee", "Park", "Choi", "Jung", "Kang", "Cho", "Yoon", "Jang", "Lim",
 ];
 
-/// Person p's name, as `GENERATE` writes it: surname p % 10, given name of
-/// syllables (p / 10) % 40 and (p / 400) % 40 (capitalised).
+/// Person p's name, as `GENERATE` writes it from the same two lists: surname
+/// p % 10, given name of syllables (p / 10) % 40 and (p / 400) % 40
+/// (capitalised).
 fn name_of(p: u64) -> String {
     let (a, b) = (
         SYLLABLES[(p / 10 % 40) as usize],
@@ -61,13 +62,12 @@ select sys, case sys when 'options' then 'M' || p else p::text end, nm, soundex(
        case when sys <> 'sales' then date '1950-01-01' + (p * 7919 % 20011 % 20000)::int end,
        1767225600000 + p * 10 + n, 1767225600000 + p * 10 + n, now()
   from (select p, n, home, sys,
-               (array['Kim','Lee','Park','Choi','Jung','Kang','Cho','Yoon','Jang','Lim'])[1 + p % 10]
-                 || ' ' || initcap(s[1 + p / 10 % 40] || s[1 + p / 400 % 40]) as nm,
+               f[1 + p % 10] || ' ' || initcap(s[1 + p / 10 % 40] || s[1 + p / 400 % 40]) as nm,
                case when p % 500 = 3 then '+8215881234'
                     when p % 1000 = 7 then '+82100000' || lpad((p / 1000 % 20)::text, 4, '0')
                     when p % 40 = 1 and p > 1 then '+8210' || lpad(((p - 1) * 104729 % 100000000)::text, 8, '0')
                     else '+8210' || lpad((p * 104729 % 100000000)::text, 8, '0') end as ph
-          from (select p, $3::text[] as s, (array['sales','options','crm'])[1 + p % 3] as home,
+          from (select p, $3::text[] as s, $4::text[] as f, (array['sales','options','crm'])[1 + p % 3] as home,
                        case when p % 9 = 0 then 3 when p % 3 = 0 then 2 else 1 end as copies
                   from generate_series($1::bigint, $2::bigint) p) x,
                lateral (select n, (array['sales','options','crm'])[1 + (p + n) % 3] as sys
@@ -94,7 +94,7 @@ pub async fn run(url: &str, records: i64, events: usize, workers: usize) -> anyh
     while from <= p {
         let to = (from + slice - 1).min(p);
         client
-            .execute(GENERATE, &[&from, &to, &&SYLLABLES[..]])
+            .execute(GENERATE, &[&from, &to, &&SYLLABLES[..], &&SURNAMES[..]])
             .await?;
         from = to + 1;
     }

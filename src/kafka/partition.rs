@@ -817,7 +817,7 @@ impl PauseGuard<'_> {
 /// A serialization failure or a deadlock: transient for one event, but a
 /// batch that meets one is better run event by event.
 fn conflict(e: &chain::ChainError) -> bool {
-    matches!(e.sqlstate.as_deref(), Some("40001" | "40P01"))
+    e.sqlstate.as_deref().is_some_and(chain::is_conflict)
 }
 
 fn transient_only(retries: &crate::config::Retries) -> crate::config::Retries {
